@@ -1,0 +1,161 @@
+"""Typed, validated parameters, one dataclass per params.yaml section.
+
+Every stage loads the whole params.yaml through :func:`load_params`, so a misspelt key or a value
+of the wrong type anywhere stops the run with one line naming the key, the value and what was
+expected, instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from movierec.errors import ParamsError
+
+DATASETS = ("synthetic", "file")
+
+
+def _expect(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ParamsError(f"params: {key} = {value!r} (expected {expected})")
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """The offline twin of MovieLens 20M."""
+
+    n_ratings: int = 1_000_000
+    seed: int = 42
+
+    def validate(self, prefix: str) -> None:
+        _expect(self.n_ratings >= 2_000, f"{prefix}.n_ratings", self.n_ratings,
+                "an integer >= 2000, enough for every user's 20 ratings")
+        _expect(self.n_ratings <= 100_000_000, f"{prefix}.n_ratings", self.n_ratings,
+                "an integer <= 100000000")
+        _expect(self.seed >= 0, f"{prefix}.seed", self.seed, "a non-negative integer")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the ratings come from (the ingest stage)."""
+
+    dataset: str = "synthetic"
+    path: str = "data/external"
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+
+    def validate(self, prefix: str) -> None:
+        _expect(self.dataset in DATASETS, f"{prefix}.dataset", self.dataset,
+                "one of " + ", ".join(DATASETS))
+        _expect(bool(self.path), f"{prefix}.path", self.path, "a file path")
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """Indexing and the random train/test split."""
+
+    test_fraction: float = 0.2
+    seed: int = 1234
+
+    def validate(self, prefix: str) -> None:
+        _expect(0.0 < self.test_fraction < 1.0, f"{prefix}.test_fraction", self.test_fraction,
+                "a number strictly between 0 and 1")
+        _expect(self.seed >= 0, f"{prefix}.seed", self.seed, "a non-negative integer")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The tutorial's model and optimiser."""
+
+    latent_dim: int = 10
+    hidden_units: int = 400
+    epochs: int = 15
+    batch_size: int = 128
+    learning_rate: float = 0.08
+    momentum: float = 0.9
+    seed: int = 2023
+    steps_per_execution: int = 64
+
+    def validate(self, prefix: str) -> None:
+        for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution"):
+            value = getattr(self, name)
+            _expect(value >= 1, f"{prefix}.{name}", value, "an integer >= 1")
+        _expect(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate,
+                "a number > 0")
+        _expect(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum,
+                "a number in [0, 1)")
+        _expect(self.seed >= 0, f"{prefix}.seed", self.seed, "a non-negative integer")
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of params.yaml."""
+
+    data: DataParams = field(default_factory=DataParams)
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
+    train: TrainParams = field(default_factory=TrainParams)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _convert(value: object, annotation: object, key: str) -> object:
+    """Checks one leaf value against its annotation; ints are accepted where floats are."""
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key)
+    expected = _TYPE_NAMES[annotation]
+    # bool is a subclass of int in Python, but `epochs: true` is a mistake, not 1 epoch.
+    if isinstance(value, bool):
+        _expect(False, key, value, expected)
+    if annotation is float and isinstance(value, int):
+        return float(value)
+    _expect(isinstance(value, annotation), key, value, expected)
+    return value
+
+
+def _build(cls: type, raw: object, prefix: str):
+    """Builds dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    where = prefix or "params.yaml"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params: {where} = {raw!r} (expected a mapping of keys)")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ParamsError(f"params: unknown key {key!r} (expected one of: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _convert(raw[name], hints[name], key)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(prefix)
+    return obj
+
+
+def parse_params(raw: object) -> Params:
+    """Validates an already-loaded params mapping."""
+    return _build(Params, raw, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Reads and validates params.yaml (safe YAML loader, strict keys)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"params: {path} not found (expected a params.yaml file)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ParamsError(f"params: {path} is not valid YAML ({first})") from None
+    return parse_params(raw)

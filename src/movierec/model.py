@@ -1,0 +1,111 @@
+"""The tutorial's residual network, in Keras 3.
+
+Main branch: dot product of user and movie embeddings plus a user bias and a movie bias.
+Side branch: the two embeddings concatenated -> Dense(hidden) -> elu -> Dense(1).
+The two branches are added. The network predicts a rating centred on the training mean; the
+saved model wraps it with that mean so that it predicts ratings directly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from movierec.io import atomic_path
+
+USER_INPUT = "user"
+MOVIE_INPUT = "movie"
+
+
+def build_residual_model(n_users: int, n_movies: int, latent_dim: int = 10,
+                         hidden_units: int = 400) -> keras.Model:
+    """Builds the tutorial's network (centred output), layer for layer."""
+    for name, value in (("n_users", n_users), ("n_movies", n_movies),
+                        ("latent_dim", latent_dim), ("hidden_units", hidden_units)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"build_residual_model: received {name}={value!r} "
+                             "(expected a positive Python int)")
+    u = keras.Input(shape=(1,), dtype="int32", name=USER_INPUT)
+    m = keras.Input(shape=(1,), dtype="int32", name=MOVIE_INPUT)
+    u_embedding = layers.Embedding(n_users, latent_dim, name="user_embedding")(u)  # (b, 1, K)
+    m_embedding = layers.Embedding(n_movies, latent_dim, name="movie_embedding")(m)
+
+    # Main branch: u.m + b_u + b_m
+    u_bias = layers.Embedding(n_users, 1, name="user_bias")(u)  # (b, 1, 1)
+    m_bias = layers.Embedding(n_movies, 1, name="movie_bias")(m)
+    x = layers.Dot(axes=2, name="dot")([u_embedding, m_embedding])  # (b, 1, 1)
+    x = layers.Add(name="main_sum")([x, u_bias, m_bias])
+    x = layers.Flatten(name="main_flat")(x)  # (b, 1)
+
+    # Side branch: an MLP over the concatenated embeddings
+    y = layers.Concatenate(name="concat")([layers.Flatten(name="user_flat")(u_embedding),
+                                           layers.Flatten(name="movie_flat")(m_embedding)])
+    y = layers.Dense(hidden_units, name="hidden")(y)
+    y = layers.Activation("elu", name="elu")(y)
+    y = layers.Dense(1, name="side_out")(y)
+
+    out = layers.Add(name="residual_sum")([x, y])
+    return keras.Model(inputs=[u, m], outputs=out, name="residual_recommender")
+
+
+def expected_weight_count(n_users: int, n_movies: int, latent_dim: int, hidden_units: int) -> int:
+    """The tutorial's parameter count: embeddings, biases, Dense(2K -> H) and Dense(H -> 1)."""
+    embeddings = (n_users + n_movies) * latent_dim
+    biases = n_users + n_movies
+    hidden = 2 * latent_dim * hidden_units + hidden_units
+    side_out = hidden_units + 1
+    return embeddings + biases + hidden + side_out
+
+
+def with_offset(centred: keras.Model, train_mean: float) -> keras.Model:
+    """Wraps the centred network so that it predicts ratings: output + training mean.
+
+    The mean lives in the graph (a Rescaling layer's offset), so it is saved inside the .keras
+    file and a loaded model needs nothing else to predict.
+    """
+    rating = layers.Rescaling(scale=1.0, offset=float(train_mean), name="add_train_mean")(
+        centred.output)
+    return keras.Model(inputs=centred.inputs, outputs=rating, name="rating_predictor")
+
+
+def train_mean_of(model: keras.Model) -> float:
+    """Reads back the training mean stored by :func:`with_offset`."""
+    return float(model.get_layer("add_train_mean").offset)
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Saves atomically and byte-reproducibly: the same weights give the same file.
+
+    Keras stamps the save time into ``metadata.json`` and into one zip entry; both are removed
+    so that DVC records the same hash for the same model (and a fresh clone's ``dvc repro``
+    leaves dvc.lock unchanged). The temporary name keeps the .keras suffix Keras insists on.
+    """
+    with atomic_path(path, suffix=".tmp.keras") as tmp:
+        model.save(tmp)
+        tmp.write_bytes(_without_timestamps(tmp.read_bytes()))
+
+
+def _without_timestamps(archive: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = info.external_attr
+            zout.writestr(fixed, data)
+    return out.getvalue()
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Loads a saved model in Keras' safe mode (no arbitrary code from the file)."""
+    return keras.models.load_model(path, safe_mode=True, compile=False)

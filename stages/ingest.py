@@ -1,0 +1,25 @@
+"""DVC stage `ingest`: the canonical ratings and movies tables (parquet)."""
+
+from movierec.cli import run_stage, stage_parser
+from movierec.config import load_params
+from movierec.ingest import load_dataset
+from movierec.io import write_parquet
+
+
+def main() -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--ratings", required=True, help="output: userId,movieId,rating,timestamp")
+    parser.add_argument("--movies", required=True, help="output: movieId,title,genres")
+    args = parser.parse_args()
+    params = load_params(args.params).data
+
+    ratings, movies = load_dataset(params)
+    write_parquet(ratings, args.ratings)
+    write_parquet(movies, args.movies)
+    print(f"ingest: {params.dataset}: {len(ratings):,} ratings, "
+          f"{ratings['userId'].nunique():,} users, {ratings['movieId'].nunique():,} rated movies, "
+          f"{len(movies):,} listed movies -> {args.ratings}, {args.movies}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

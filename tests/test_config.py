@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from movierec.config import Params, load_params, parse_params
+from movierec.errors import ParamsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_params_are_the_tutorial_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params == Params()  # params.yaml and the dataclass defaults say the same thing
+    assert (params.train.latent_dim, params.train.hidden_units) == (10, 400)
+    assert (params.train.epochs, params.train.batch_size) == (15, 128)
+    assert (params.train.learning_rate, params.train.momentum) == (0.08, 0.9)
+    assert params.preprocess.test_fraction == 0.2
+    assert params.data.dataset == "synthetic"
+
+
+def test_dvc_yaml_lists_every_key_of_its_stage_section():
+    # One section per stage, and dvc.yaml lists exactly the keys that section holds.
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def leaves(d, prefix):
+        for k, v in d.items():
+            yield from leaves(v, f"{prefix}.{k}") if isinstance(v, dict) else [f"{prefix}.{k}"]
+
+    for stage, section in (("ingest", "data"), ("preprocess", "preprocess"), ("train", "train")):
+        assert sorted(dvc["stages"][stage]["params"]) == sorted(leaves(raw[section], section))
+    assert "params" not in dvc["stages"]["evaluate"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"train": {"epoch": 3}}, "unknown key 'train.epoch'"),
+        ({"trian": {}}, "unknown key 'trian'"),
+        ({"train": {"epochs": 0}}, "train.epochs = 0 (expected an integer >= 1)"),
+        ({"train": {"epochs": "5"}}, "train.epochs = '5' (expected an integer)"),
+        ({"train": {"epochs": True}}, "train.epochs = True (expected an integer)"),
+        ({"train": {"epochs": 2.5}}, "train.epochs = 2.5 (expected an integer)"),
+        ({"preprocess": {"test_fraction": 1.0}}, "preprocess.test_fraction = 1.0"),
+        ({"preprocess": {"test_fraction": 0}}, "preprocess.test_fraction = 0.0"),
+        ({"data": {"dataset": "ml-21m"}}, "data.dataset = 'ml-21m' (expected one of synthetic"),
+        ({"data": {"synthetic": {"n_ratings": 10}}}, "data.synthetic.n_ratings = 10"),
+        ({"train": {"momentum": 1.0}}, "train.momentum = 1.0 (expected a number in [0, 1))"),
+        ({"train": [1, 2]}, "train = [1, 2] (expected a mapping"),
+    ],
+)
+def test_bad_params_name_key_value_and_expectation(raw, fragment):
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_ints_are_accepted_where_numbers_are_expected():
+    params = parse_params({"train": {"learning_rate": 1}})
+    assert params.train.learning_rate == 1.0
+    assert isinstance(params.train.learning_rate, float)
+
+
+def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)

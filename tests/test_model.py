@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from movierec.model import (
+    build_residual_model,
+    expected_weight_count,
+    load_model,
+    save_model,
+    train_mean_of,
+    with_offset,
+)
+
+
+@pytest.mark.parametrize(("n", "m", "k", "h"), [(20, 30, 10, 400), (7, 3, 4, 16)])
+def test_weight_count_matches_the_tutorials_formula(n, m, k, h):
+    model = build_residual_model(n, m, k, h)
+    # by hand: N*K + M*K (embeddings) + N + M (biases) + (2K*H + H) + (H + 1)
+    assert model.count_params() == n * k + m * k + n + m + 2 * k * h + h + h + 1
+    assert model.count_params() == expected_weight_count(n, m, k, h)
+
+
+def test_layers_are_the_tutorials():
+    model = build_residual_model(10, 12)
+    kinds = sorted(type(layer).__name__ for layer in model.layers)
+    assert kinds == sorted(["InputLayer", "InputLayer", "Embedding", "Embedding", "Embedding",
+                            "Embedding", "Dot", "Add", "Flatten", "Flatten", "Flatten",
+                            "Concatenate", "Dense", "Activation", "Dense", "Add"])
+    assert model.get_layer("user_embedding").output_dim == 10
+    assert model.get_layer("hidden").units == 400
+    assert model.get_layer("elu").activation.__name__ == "elu"
+    assert model.get_layer("side_out").units == 1
+
+
+def test_output_is_sum_of_main_and_side_branch():
+    model = build_residual_model(5, 6, 3, 8)
+    u, m = np.array([[1], [4]]), np.array([[0], [5]])
+    pu = model.get_layer("user_embedding").get_weights()[0][u[:, 0]]
+    pm = model.get_layer("movie_embedding").get_weights()[0][m[:, 0]]
+    bu = model.get_layer("user_bias").get_weights()[0][u[:, 0], 0]
+    bm = model.get_layer("movie_bias").get_weights()[0][m[:, 0], 0]
+    w1, b1 = model.get_layer("hidden").get_weights()
+    w2, b2 = model.get_layer("side_out").get_weights()
+    h = np.concatenate([pu, pm], axis=1) @ w1 + b1
+    h = np.where(h > 0, h, np.expm1(h))  # elu
+    expected = (pu * pm).sum(1) + bu + bm + (h @ w2 + b2)[:, 0]
+    got = model.predict([u, m], verbose=0)
+    assert got.shape == (2, 1)
+    np.testing.assert_allclose(got[:, 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_gives_identical_predictions_and_keeps_the_mean(tmp_path):
+    model = with_offset(build_residual_model(9, 11, 4, 8), train_mean=3.52)
+    u = np.arange(9).reshape(-1, 1)
+    m = (np.arange(9) % 11).reshape(-1, 1)
+    before = model.predict([u, m], verbose=0)
+    path = tmp_path / "model.keras"
+    save_model(model, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]  # no temp left
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict([u, m], verbose=0), before)
+    assert train_mean_of(loaded) == pytest.approx(3.52)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, np.int64(3), True])
+def test_builder_refuses_non_int_sizes(bad):
+    with pytest.raises(ValueError, match="expected a positive Python int"):
+        build_residual_model(bad, 5)
+
+
+def test_saving_twice_gives_the_same_bytes(tmp_path):
+    # DVC hashes the model: the same weights must give the same file, whatever the time.
+    model = with_offset(build_residual_model(4, 5, 2, 3), train_mean=3.0)
+    save_model(model, tmp_path / "a.keras")
+    save_model(model, tmp_path / "b.keras")
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
