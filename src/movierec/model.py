@@ -81,16 +81,28 @@ def train_mean_of(model: keras.Model) -> float:
 def save_model(model: keras.Model, path: str | Path) -> None:
     """Saves atomically and byte-reproducibly: the same weights give the same file.
 
-    Keras stamps the save time into ``metadata.json`` and into one zip entry; both are removed
-    so that DVC records the same hash for the same model (and a fresh clone's ``dvc repro``
-    leaves dvc.lock unchanged). The temporary name keeps the .keras suffix Keras insists on.
+    Keras stamps the save time into ``metadata.json`` and one zip entry, and writes Python
+    object addresses as ``shared_object_id`` in ``config.json``; all three vary from run to run
+    with identical weights. They are removed or renumbered so that DVC records the same hash for
+    the same model and a fresh clone's ``dvc repro`` leaves dvc.lock unchanged. The temporary
+    name keeps the .keras suffix that Keras insists on.
     """
     with atomic_path(path, suffix=".tmp.keras") as tmp:
         model.save(tmp)
-        tmp.write_bytes(_without_timestamps(tmp.read_bytes()))
+        tmp.write_bytes(_reproducible_archive(tmp.read_bytes()))
 
 
-def _without_timestamps(archive: bytes) -> bytes:
+def _renumber_shared_ids(node: object, ids: dict[int, int]) -> object:
+    """Replaces each distinct ``shared_object_id`` by its order of first appearance."""
+    if isinstance(node, dict):
+        return {k: (ids.setdefault(v, len(ids)) if k == "shared_object_id"
+                    else _renumber_shared_ids(v, ids)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared_ids(v, ids) for v in node]
+    return node
+
+
+def _reproducible_archive(archive: bytes) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(archive)) as zin, zipfile.ZipFile(out, "w") as zout:
         for info in zin.infolist():
@@ -99,6 +111,8 @@ def _without_timestamps(archive: bytes) -> bytes:
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
                 data = json.dumps(meta).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared_ids(json.loads(data), {})).encode()
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = info.compress_type
             fixed.external_attr = info.external_attr
