@@ -1,6 +1,7 @@
 """DVC stage `ingest`: the canonical ratings and movies tables (parquet)."""
 
 from movierec.cli import run_stage, stage_parser
+from movierec.columns import MOVIE_COL, USER_COL
 from movierec.config import load_params
 from movierec.ingest import load_dataset
 from movierec.io import write_parquet
@@ -17,7 +18,7 @@ def main() -> None:
     write_parquet(ratings, args.ratings)
     write_parquet(movies, args.movies)
     print(f"ingest: {params.dataset}: {len(ratings):,} ratings, "
-          f"{ratings['userId'].nunique():,} users, {ratings['movieId'].nunique():,} rated movies, "
+          f"{ratings[USER_COL].nunique():,} users, {ratings[MOVIE_COL].nunique():,} rated movies, "
           f"{len(movies):,} listed movies -> {args.ratings}, {args.movies}")
 
 

@@ -38,8 +38,10 @@ def test_no_user_rates_a_movie_twice(twin_200k):
 
 def test_ratings_per_movie_are_long_tailed(twin_200k):
     per_movie = twin_200k.ratings.groupby(MOVIE_COL).size()
-    # ML-20M: mean 747.8 vs median 18; here a clearly right-skewed, heavy-tailed spread.
-    assert per_movie.mean() > 4 * per_movie.median()
+    # ML-20M: mean 747.8 vs median 18 (41x). Small releases are flatter (ML-100K and ML-1M:
+    # mean about 2.2x the median), and so are small twins; at 200k ratings expect 3x or more.
+    assert per_movie.mean() > 3 * per_movie.median()
+    assert np.percentile(per_movie, 99) > 20 * per_movie.median()
     assert per_movie.max() > 30 * per_movie.median()
     assert per_movie.min() >= 1
 

@@ -1,0 +1,73 @@
+"""Stage entry points as DVC runs them: bad input is one line on stderr, exit 1, no output."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_stage(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def params_file(tmp_path: Path, **sections) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in sections.items():
+        raw[section].update(values)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("sections", "expected"),
+    [
+        ({"data": {"dataset": "imdb"}},
+         "error: params: data.dataset = 'imdb' (expected one of synthetic, file)"),
+        ({"data": {"dataset": "file", "path": "missing.csv"}},
+         "error: missing.csv: not a file (expected a ratings.csv with header "
+         "userId,movieId,rating,timestamp)"),
+        ({"data": {"synthetic": {"n_ratings": 5000, "seed": -1}}},
+         "error: params: data.synthetic.seed = -1 (expected a non-negative integer)"),
+    ],
+)
+def test_ingest_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, sections, expected):
+    params = params_file(tmp_path, **sections)
+    out = tmp_path / "out"
+    done = run_stage("ingest", "--params", str(params), "--ratings", str(out / "r.parquet"),
+                     "--movies", str(out / "m.parquet"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == expected
+    assert not out.exists()
+
+
+def test_preprocess_rejects_a_bad_fraction(tmp_path):
+    params = params_file(tmp_path, preprocess={"test_fraction": 1.5})
+    done = run_stage("preprocess", "--params", str(params), "--ratings", "r", "--movies", "m",
+                     "--train", "t", "--test", "s", "--user-index", "u", "--movie-index", "v",
+                     cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: params: preprocess.test_fraction = 1.5 "
+                                   "(expected a number strictly between 0 and 1)")
+
+
+def test_ingest_then_preprocess_on_a_small_twin(tmp_path):
+    params = params_file(tmp_path, data={"synthetic": {"n_ratings": 3000, "seed": 1}})
+    done = run_stage("ingest", "--params", str(params), "--ratings", "raw/r.parquet",
+                     "--movies", "raw/m.parquet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "3,000 ratings" in done.stdout
+    done = run_stage("preprocess", "--params", str(params), "--ratings", "raw/r.parquet",
+                     "--movies", "raw/m.parquet", "--train", "p/train.parquet",
+                     "--test", "p/test.parquet", "--user-index", "p/u.parquet",
+                     "--movie-index", "p/m.parquet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train 2,400, test 600 ratings" in done.stdout
+    # Only the declared outputs: no temporary files left beside them.
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "m.parquet", "test.parquet", "train.parquet", "u.parquet"]
