@@ -28,6 +28,7 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         for k, v in d.items():
             yield from leaves(v, f"{prefix}.{k}") if isinstance(v, dict) else [f"{prefix}.{k}"]
 
+    assert dvc["stages"]["download"]["params"] == ["data.dataset"]
     for stage, section in (("ingest", "data"), ("preprocess", "preprocess"), ("train", "train")):
         assert sorted(dvc["stages"][stage]["params"]) == sorted(leaves(raw[section], section))
     assert "params" not in dvc["stages"]["evaluate"]

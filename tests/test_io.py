@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from movierec.errors import DataError
-from movierec.ingest import load_file
-from movierec.io import atomic_path, read_ratings_csv, write_parquet
+from movierec.io import atomic_path, write_parquet
+from movierec.readers import read_ratings_path
 
 
 def write(path, text):
@@ -14,7 +14,8 @@ def write(path, text):
 def test_reads_grouplens_ratings_csv(tmp_path):
     f = write(tmp_path / "ratings.csv",
               "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,3.5,1112484676\n")
-    df = read_ratings_csv(f)
+    df, _, source = read_ratings_path(f)
+    assert source.format == "csv"
     assert df.to_dict("list") == {"userId": [1, 1], "movieId": [2, 29], "rating": [3.5, 3.5],
                                   "timestamp": [1112486027, 1112484676]}
     assert str(df.dtypes["userId"]) == "int32"
@@ -24,18 +25,18 @@ def test_reads_grouplens_ratings_csv(tmp_path):
     ("text", "fragment"),
     [
         ("", "empty file"),
-        ("user,item,rating,timestamp\n1,2,3,4\n", "lacks userId, movieId"),
+        ("user,item,rating,timestamp\n1,2,3,4\n", "is not a known ratings layout"),
         ("userId,movieId,rating,timestamp\n1,2,7.0,5\n", "row 1, column rating: value 7.0"),
         ("userId,movieId,rating,timestamp\n1,2,3.5,5\n1,3,3.25,6\n", "row 2, column rating"),
         ("userId,movieId,rating,timestamp\nx,2,3.5,5\n", "userId"),
-        ("userId,movieId,rating,timestamp\n1,2,3.5\n", "Expected 4 columns"),
+        ("userId,movieId,rating,timestamp\n1,2,3.5\n", "Expected 4 columns, got 3"),
         ("userId,movieId,rating,timestamp\n1,2,,5\n", "missing value"),
     ],
 )
 def test_bad_ratings_files_get_one_line_errors(tmp_path, text, fragment):
     f = write(tmp_path / "ratings.csv", text)
     with pytest.raises(DataError) as info:
-        read_ratings_csv(f)
+        read_ratings_path(f)
     assert fragment in str(info.value)
     assert str(f) in str(info.value)
     assert "\n" not in str(info.value)
@@ -44,7 +45,7 @@ def test_bad_ratings_files_get_one_line_errors(tmp_path, text, fragment):
 def test_movies_csv_beside_the_ratings_supplies_titles(tmp_path):
     write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,2,4.0,1\n1,9,2.0,2\n")
     write(tmp_path / "movies.csv", 'movieId,title,genres\n2,"Jumanji (1995)",Adventure|Children\n')
-    ratings, movies = load_file(tmp_path / "ratings.csv")
+    ratings, movies, _ = read_ratings_path(tmp_path / "ratings.csv")
     assert len(ratings) == 2
     titles = dict(zip(movies.movieId, movies.title, strict=True))
     assert titles == {2: "Jumanji (1995)", 9: "Movie 9"}

@@ -28,10 +28,11 @@ def params_file(tmp_path: Path, **sections) -> Path:
     ("sections", "expected"),
     [
         ({"data": {"dataset": "imdb"}},
-         "error: params: data.dataset = 'imdb' (expected one of synthetic, file)"),
+         "error: params: data.dataset = 'imdb' (expected one of synthetic, file, ml-latest-small, "
+         "ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-32m)"),
         ({"data": {"dataset": "file", "path": "missing.csv"}},
-         "error: missing.csv: not a file (expected a ratings.csv with header "
-         "userId,movieId,rating,timestamp)"),
+         "error: missing.csv: not found (expected a GroupLens ratings.csv, a Kaggle rating.csv, "
+         "a ratings.dat, a u.data or a MovieLens release zip)"),
         ({"data": {"synthetic": {"n_ratings": 5000, "seed": -1}}},
          "error: params: data.synthetic.seed = -1 (expected a non-negative integer)"),
     ],
@@ -39,7 +40,8 @@ def params_file(tmp_path: Path, **sections) -> Path:
 def test_ingest_rejects_bad_input_in_one_line_and_writes_nothing(tmp_path, sections, expected):
     params = params_file(tmp_path, **sections)
     out = tmp_path / "out"
-    done = run_stage("ingest", "--params", str(params), "--ratings", str(out / "r.parquet"),
+    done = run_stage("ingest", "--params", str(params), "--download-dir", str(tmp_path),
+                     "--ratings", str(out / "r.parquet"),
                      "--movies", str(out / "m.parquet"), cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.strip() == expected
@@ -58,7 +60,8 @@ def test_preprocess_rejects_a_bad_fraction(tmp_path):
 
 def test_ingest_then_preprocess_on_a_small_twin(tmp_path):
     params = params_file(tmp_path, data={"synthetic": {"n_ratings": 3000, "seed": 1}})
-    done = run_stage("ingest", "--params", str(params), "--ratings", "raw/r.parquet",
+    done = run_stage("ingest", "--params", str(params), "--download-dir", ".",
+                     "--ratings", "raw/r.parquet",
                      "--movies", "raw/m.parquet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "3,000 ratings" in done.stdout

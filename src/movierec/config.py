@@ -15,8 +15,9 @@ from pathlib import Path
 import yaml
 
 from movierec.errors import ParamsError
+from movierec.movielens import RELEASE_NAMES
 
-DATASETS = ("synthetic", "file")
+DATASETS = ("synthetic", "file", *RELEASE_NAMES)
 
 
 def _expect(ok: bool, key: str, value: object, expected: str) -> None:

@@ -1,42 +1,72 @@
-"""The ingest stage's sources: the synthetic twin or a ratings file the user already has."""
+"""The ingest stage's sources: the synthetic twin, a MovieLens release, or a user's file."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from movierec import synthetic
-from movierec.columns import MOVIE_COL
+from movierec.columns import RATING_COL, USER_COL
 from movierec.config import DataParams
+from movierec.download import sha256_of
 from movierec.errors import DataError
-from movierec.io import placeholder_movies, read_movies_csv, read_ratings_csv
+from movierec.movielens import Release, by_sha256, release
+from movierec.readers import read_ratings_path, read_zip
 
 
-def load_file(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A GroupLens-format ratings.csv, plus the movies.csv beside it when there is one."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"data.path: {path} is a folder (expected a ratings.csv file)")
-    ratings = read_ratings_csv(path)
-    movies_file = path.with_name("movies.csv")
-    if movies_file.is_file() and movies_file != path:
-        movies = read_movies_csv(movies_file)
-        # Rated movies missing from movies.csv still need a row, so that every id has a title.
-        unknown = ~ratings[MOVIE_COL].drop_duplicates().isin(movies[MOVIE_COL])
-        if unknown.any():
-            extra = placeholder_movies(ratings[MOVIE_COL].drop_duplicates()[unknown].to_numpy())
-            movies = pd.concat([movies, extra], ignore_index=True)
-    else:
-        movies = placeholder_movies(ratings[MOVIE_COL].to_numpy())
-    return ratings, movies
+def check_release(ratings: pd.DataFrame, rel: Release, source: str) -> str:
+    """Compares what was read with the release's published counts and rating scale."""
+    if rel.whole_stars:
+        stars = ratings[RATING_COL].to_numpy()
+        bad = np.flatnonzero(stars != np.round(stars))
+        if len(bad):
+            raise DataError(f"{source}: row {bad[0] + 1}, column rating: value "
+                            f"{float(stars[bad[0]])} (expected whole stars 1 to 5 in {rel.name})")
+    n_users = int(ratings[USER_COL].nunique())
+    if (len(ratings), n_users) != (rel.ratings, rel.users):
+        raise DataError(f"{source}: read {len(ratings):,} ratings from {n_users:,} users "
+                        f"(expected {rel.ratings:,} from {rel.users:,}, as published for "
+                        f"{rel.name})")
+    return (f"{rel.name}: {len(ratings):,} ratings and {n_users:,} users, "
+            "as published by GroupLens")
 
 
-def load_dataset(params: DataParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Returns the canonical (ratings, movies) tables for ``params.dataset``."""
+def load_release(name: str, zip_path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """A downloaded, verified release zip: its ratings and movies, checked against the counts."""
+    rel = release(name)
+    ratings, movies, source = read_zip(
+        zip_path, rel.ratings_member, rel.ratings_format, rel.movies_member, rel.movies_format,
+        rel.movies_encoding)
+    return ratings, movies, f"{source.name} ({source.format}); " + check_release(
+        ratings, rel, source.name)
+
+
+def load_file(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Any supported file or zip; a zip that is a known release is checked like a download."""
+    ratings, movies, source = read_ratings_path(path)
+    note = f"{source.name} ({source.format})"
+    if zipfile.is_zipfile(path):
+        rel = by_sha256(sha256_of(path))
+        if rel is not None:
+            note += "; " + check_release(ratings, rel, source.name)
+    return ratings, movies, note
+
+
+def load_dataset(params: DataParams, download_dir: str | Path
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Returns the canonical (ratings, movies) tables for ``params.dataset`` and a log note."""
     if params.dataset == "synthetic":
         twin = synthetic.generate(params.synthetic.n_ratings, params.synthetic.seed)
-        return twin.ratings, twin.movies
+        return twin.ratings, twin.movies, (f"synthetic twin of ML-20M, seed "
+                                           f"{params.synthetic.seed}")
     if params.dataset == "file":
         return load_file(params.path)
-    raise DataError(f"data.dataset = {params.dataset!r} (expected synthetic or file)")
+    zip_path = Path(download_dir) / f"{params.dataset}.zip"
+    if not zip_path.is_file():
+        raise DataError(f"{zip_path}: missing (expected the download stage to have fetched "
+                        f"{params.dataset}; run `dvc repro`)")
+    return load_release(params.dataset, zip_path)
+

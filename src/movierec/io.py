@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from movierec.columns import (
     GENRES_COL,
@@ -104,56 +102,9 @@ def validate_ratings(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return df[list(RATINGS_COLUMNS)].astype(RATINGS_DTYPES).reset_index(drop=True)
 
 
-def read_ratings_csv(path: str | Path) -> pd.DataFrame:
-    """Reads a GroupLens ``ratings.csv`` (header userId,movieId,rating,timestamp)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: not a file (expected a ratings.csv with header "
-                        f"{','.join(RATINGS_COLUMNS)})")
-    types = {USER_COL: pa.int64(), MOVIE_COL: pa.int64(), RATING_COL: pa.float64(),
-             TIMESTAMP_COL: pa.int64()}
-    try:
-        with path.open("rb") as fh:
-            header = fh.readline().decode("utf-8", errors="replace").strip()
-        columns = [c.strip().strip('"') for c in header.split(",")]
-        if not header:
-            raise DataError(f"{path}: empty file (expected a header "
-                            f"{','.join(RATINGS_COLUMNS)} and rows)")
-        missing = [c for c in RATINGS_COLUMNS if c not in columns]
-        if missing:
-            raise DataError(f"{path}: header {header!r} lacks {', '.join(missing)} "
-                            f"(expected {','.join(RATINGS_COLUMNS)})")
-        table = pacsv.read_csv(
-            path,
-            convert_options=pacsv.ConvertOptions(column_types=types,
-                                                 include_columns=list(RATINGS_COLUMNS)),
-        )
-    except pa.ArrowInvalid as exc:
-        first = str(exc).splitlines()[0]
-        raise DataError(f"{path}: {first} (expected rows of "
-                        f"{','.join(RATINGS_COLUMNS)})") from None
-    return validate_ratings(table.to_pandas(), str(path))
-
-
 def placeholder_movies(movie_ids: np.ndarray) -> pd.DataFrame:
     """A movies table for ratings that came without titles."""
     ids = np.unique(movie_ids).astype("int32")
     return pd.DataFrame({MOVIE_COL: ids,
                          TITLE_COL: [f"Movie {i}" for i in ids],
                          GENRES_COL: NO_GENRES})
-
-
-def read_movies_csv(path: str | Path) -> pd.DataFrame:
-    """Reads a GroupLens ``movies.csv`` (movieId,title,genres; UTF-8, quoted fields)."""
-    try:
-        df = pd.read_csv(path, dtype={MOVIE_COL: "int64", TITLE_COL: str, GENRES_COL: str},
-                         encoding="utf-8")
-    except (ValueError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise DataError(f"{path}: {first} (expected movieId,title,genres)") from None
-    missing = [c for c in (MOVIE_COL, TITLE_COL, GENRES_COL) if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
-                        "(expected movieId,title,genres)")
-    df[MOVIE_COL] = df[MOVIE_COL].astype("int32")
-    return df[[MOVIE_COL, TITLE_COL, GENRES_COL]]
