@@ -31,15 +31,15 @@ def _env(repo: Path) -> dict:
     return env
 
 
-def run(repo: Path, *cmd: str) -> str:
-    done = subprocess.run(cmd, cwd=repo, env=_env(repo), capture_output=True, text=True,
-                          timeout=600, check=False)
+def run(repo: Path, *cmd: str, env: dict | None = None) -> str:
+    done = subprocess.run(cmd, cwd=repo, env={**_env(repo), **(env or {})}, capture_output=True,
+                          text=True, timeout=600, check=False)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
 
 
-def dvc(repo: Path, *args: str) -> str:
-    return run(repo, sys.executable, "-m", "dvc", *args)
+def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
+    return run(repo, sys.executable, "-m", "dvc", *args, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_then_is_a_no_op(repo):
     out = dvc(repo, "repro")
-    for stage in ("ingest", "preprocess", "train", "evaluate"):
+    for stage in ("download", "ingest", "preprocess", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
     report = json.loads((repo / "metrics/test.json").read_text())
     assert report["n_test"] == 4_000
@@ -138,3 +138,27 @@ def test_own_ratings_file_is_tracked(repo):
         fh.write("999999,1,4.0,1112486027\n")
     status = dvc(repo, "status")
     assert "ingest" in status and "data/external/ratings.csv" in status
+
+
+def test_movielens_release_from_a_local_server(repo, tmp_path):
+    # ML-100K's layout (u.data, latin-1 u.item), served from 127.0.0.1 with its checksums
+    # overridden for the fixture; switching datasets back and forth downloads it once.
+    from movielens_fixtures import FixtureServer, fixture_tables, release_zip, write_overrides
+
+    from movierec.movielens import OVERRIDE_ENV
+
+    ratings, movies = fixture_tables(whole_stars=True)
+    with FixtureServer() as server:
+        entry = server.serve_release("ml-100k", release_zip("ml-100k", ratings, movies), ratings)
+        overrides = write_overrides(tmp_path / "releases.json", {"ml-100k": entry})
+        env = {OVERRIDE_ENV: str(overrides)}
+        out = dvc(repo, "exp", "run", "-S", "data.dataset=ml-100k", env=env)
+        assert "Running stage 'download'" in out
+        assert f"ml-100k: {len(ratings)} ratings and 6 users, as published by GroupLens" in out
+        assert json.loads((repo / "metrics/test.json").read_text())["n_test"] == round(
+            0.2 * len(ratings))
+        assert server.routes["/ml-100k.zip"].requests == 1
+
+        dvc(repo, "exp", "run", "-S", "data.dataset=synthetic", env=env)
+        dvc(repo, "exp", "run", "-S", "data.dataset=ml-100k", env=env)
+        assert server.routes["/ml-100k.zip"].requests == 1  # restored from DVC's cache
