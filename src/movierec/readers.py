@@ -52,7 +52,9 @@ EXPECTED_FORMATS = ("a GroupLens ratings.csv, a Kaggle rating.csv, a ratings.dat
 UITEM_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
                 "Romance", "Sci-Fi", "Thriller", "War", "Western")
-# Ratings member -> movies member in the same folder, for each layout.
+# Ratings file name -> its layout ("csv" covers GroupLens and Kaggle, told apart by the bytes).
+RATINGS_FILES = {"ratings.csv": "csv", "rating.csv": "csv", "ratings.dat": "dat", "u.data": "udata"}
+# Ratings file name -> movies file in the same folder, and its layout.
 MOVIES_BESIDE = {"ratings.csv": ("movies.csv", "csv"), "rating.csv": ("movie.csv", "csv"),
                  "ratings.dat": ("movies.dat", "dat"), "u.data": ("u.item", "uitem")}
 SNIFF_BYTES = 1 << 16
@@ -227,9 +229,8 @@ def find_ratings_member(zf: zipfile.ZipFile, name: str) -> tuple[str, str]:
     """The ratings member of a release zip and its layout (ignores u1.base and friends)."""
     for info in zf.infolist():
         base = PurePosixPath(info.filename).name
-        if base in MOVIES_BESIDE and not info.is_dir():
-            return info.filename, {"ratings.csv": "csv", "rating.csv": "csv",
-                                   "ratings.dat": "dat", "u.data": "udata"}[base]
+        if base in RATINGS_FILES and not info.is_dir():
+            return info.filename, RATINGS_FILES[base]
     raise DataError(f"{name}: no ratings.csv, rating.csv, ratings.dat or u.data inside "
                     f"(expected {EXPECTED_FORMATS})")
 
