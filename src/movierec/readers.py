@@ -57,6 +57,9 @@ RATINGS_FILES = {"ratings.csv": "csv", "rating.csv": "csv", "ratings.dat": "dat"
 # Ratings file name -> movies file in the same folder, and its layout.
 MOVIES_BESIDE = {"ratings.csv": ("movies.csv", "csv"), "rating.csv": ("movie.csv", "csv"),
                  "ratings.dat": ("movies.dat", "dat"), "u.data": ("u.item", "uitem")}
+# The same, for a plain file under any name: by the layout its bytes showed.
+MOVIES_FOR_FORMAT = {"csv": MOVIES_BESIDE["ratings.csv"], "kaggle": MOVIES_BESIDE["rating.csv"],
+                     "dat": MOVIES_BESIDE["ratings.dat"], "udata": MOVIES_BESIDE["u.data"]}
 SNIFF_BYTES = 1 << 16
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -299,9 +302,7 @@ def read_ratings_path(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, Sou
     if fmt == "zip":
         return read_zip(path)
     ratings = parse_ratings(str(path), fmt, str(path))
-    beside_name, movies_fmt = MOVIES_BESIDE.get(
-        path.name, {"csv": ("movies.csv", "csv"), "kaggle": ("movie.csv", "csv"),
-                    "dat": ("movies.dat", "dat"), "udata": ("u.item", "uitem")}[fmt])
+    beside_name, movies_fmt = MOVIES_BESIDE.get(path.name, MOVIES_FOR_FORMAT[fmt])
     beside = path.with_name(beside_name)
     if beside.is_file() and beside != path:
         encoding = "latin-1" if movies_fmt == "uitem" else "utf-8"
