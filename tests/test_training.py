@@ -1,10 +1,19 @@
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from movierec.config import TrainParams
 from movierec.metrics import mse
+from movierec.model import build_residual_model
 from movierec.preprocess import prepare
-from movierec.training import HISTORY_COLUMNS, predict, train
+from movierec.training import (
+    HISTORY_COLUMNS,
+    MomentumLoop,
+    RowSplitModel,
+    predict,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +50,103 @@ def test_same_params_same_history_and_predictions(runs, prepared):
     a, b = runs
     np.testing.assert_array_equal(a.history.to_numpy(), b.history.to_numpy())
     np.testing.assert_array_equal(predict(a.model, prepared.test), predict(b.model, prepared.test))
+
+
+# The project's training loop against Keras itself, on a small model and a fixed batch order.
+
+N_USERS, N_MOVIES, BATCH = 60, 40, 32
+
+
+def _tiny_data(n=BATCH * 12, seed=0):
+    rng = np.random.default_rng(seed)
+    # Few users and movies: ids repeat inside batches, which the sparse rule must sum.
+    return (rng.integers(0, N_USERS, n).astype(np.int32),
+            rng.integers(0, N_MOVIES, n).astype(np.int32),
+            rng.normal(size=n).astype(np.float32))
+
+
+def _tiny_model(seed=3):
+    keras.utils.set_random_seed(seed)
+    return build_residual_model(N_USERS, N_MOVIES, latent_dim=4, hidden_units=16)
+
+
+def _run_loop(model, users, movies, y, sparse, lr=0.05, momentum=0.9, steps_per_call=5):
+    loop = MomentumLoop(RowSplitModel(model), lr, momentum, BATCH, sparse)
+    return loop.epoch(tf.constant(users), tf.constant(movies), tf.constant(y), steps_per_call)
+
+
+def test_dense_rule_is_keras_sgd_with_momentum():
+    users, movies, y = _tiny_data()
+    reference = _tiny_model()
+    reference.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=0.05,
+                                                                  momentum=0.9))
+    fit = reference.fit([users[:, None], movies[:, None]], y, batch_size=BATCH, epochs=1,
+                        shuffle=False, verbose=0)
+    model = _tiny_model()
+    loss = _run_loop(model, users, movies, y, sparse=False)
+    for ours, theirs in zip(model.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=2e-6, err_msg=ours.path)
+    assert loss == pytest.approx(fit.history["loss"][0], rel=1e-5)
+
+
+def _numpy_sparse_momentum(tables, slots, grads, ids, lr, momentum):
+    """The lazy rule by hand: per distinct row, m = momentum * m - lr * sum(g); w += m."""
+    for table, slot, g, i in zip(tables, slots, grads, ids, strict=True):
+        for row in np.unique(i):
+            slot[row] = momentum * slot[row] - lr * g[i == row].sum(axis=0)
+            table[row] += slot[row]
+
+
+def test_sparse_rule_moves_only_touched_rows_by_the_lazy_momentum_rule():
+    users, movies, y = _tiny_data(n=BATCH * 2)
+    model = _tiny_model()
+    split = RowSplitModel(model)
+    loop = MomentumLoop(split, 0.05, 0.9, BATCH, sparse_updates=True)
+    tables = [t.numpy().copy() for t in split.tables]
+    slots = [np.zeros_like(t) for t in tables]
+    for step in range(2):
+        part = slice(step * BATCH, (step + 1) * BATCH)
+        u, m = tf.constant(users[part]), tf.constant(movies[part])
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(split.forward([u, m], training=True) - y[part]))
+        grads = [g.values.numpy() for g in tape.gradient(loss, split.tables)]
+        ids = [[users[part], movies[part]][f] for f in split.feeds]
+        _numpy_sparse_momentum(tables, slots, grads, ids, 0.05, 0.9)
+        loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y),
+                       tf.constant(step), tf.constant(1))
+        for ours, expected in zip(split.tables, tables, strict=True):
+            np.testing.assert_allclose(ours.numpy(), expected, atol=1e-6)
+    untouched = np.setdiff1d(np.arange(N_USERS), users)
+    assert untouched.size > 0
+    before = _tiny_model().get_layer("user_embedding").embeddings.numpy()
+    after = model.get_layer("user_embedding").embeddings.numpy()
+    np.testing.assert_array_equal(after[untouched], before[untouched])
+
+
+def test_row_split_forward_is_the_models_prediction():
+    users, movies, _ = _tiny_data(n=100)
+    model = _tiny_model()
+    ours = RowSplitModel(model).forward([tf.constant(users), tf.constant(movies)],
+                                        training=False).numpy()
+    theirs = model.predict([users[:, None], movies[:, None]], verbose=0).reshape(-1)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_steps_per_call_changes_speed_not_results():
+    users, movies, y = _tiny_data()
+    weights = []
+    for steps_per_call in (1, 5, 64):
+        model = _tiny_model()
+        _run_loop(model, users, movies, y, sparse=True, steps_per_call=steps_per_call)
+        weights.append([w.numpy() for w in model.weights])
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_row_split_refuses_an_embedding_that_does_not_read_an_input():
+    x = keras.Input(shape=(1,), dtype="int32")
+    shifted = keras.layers.Lambda(lambda t: t + 1)(x)
+    out = keras.layers.Flatten()(keras.layers.Embedding(5, 2, name="inner")(shifted))
+    with pytest.raises(ValueError, match="'inner' does not read a model input"):
+        RowSplitModel(keras.Model(x, out))

@@ -1,14 +1,31 @@
-"""Benchmarks (not tests): ``python -m movierec.bench ingest``.
+"""Benchmarks (not tests): ``python -m movierec.bench speed`` and ``... ingest``.
 
-``ingest`` writes the full-size synthetic twin (20,000,263 ratings) as a zip with ML-20M's exact
-layout, then reads it back with the ingest stage's reader in a fresh process, printing the time
-and the peak memory next to the size of the canonical table.
+``speed`` answers "how fast, at MovieLens-20M scale, against the tutorial's own code", in one
+run on one machine (see ``main`` for its steps and ``README.md`` for figures):
+
+1. the real ingest and preprocess stages on the full-size synthetic twin (20,000,263 ratings),
+   with their times and peak memory; the tutorial's per-row ``df.apply`` indexing is timed on a
+   sample and extrapolated to the same number of rows;
+2. training throughput at full table sizes, the same number of SGD steps at batch 128 with
+   (a) the tutorial's path: ``model.fit`` on numpy arrays with ``SGD(0.08, momentum=0.9)``,
+   (b) the project's loop with the tutorial's exact (dense) momentum rule,
+   (c) the project's default loop (sparse momentum), each in a fresh process;
+3. the real train (one epoch) and evaluate stages at full size, for their peak memory;
+4. an accuracy check: the same three paths trained for the same epochs on the same split of the
+   default 1M-rating twin, with their test MSE.
+
+``ingest`` writes the full-size twin as a zip with ML-20M's exact layout and reads it back with
+the ingest stage's reader in a fresh process, printing the time and the peak memory next to the
+size of the canonical table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,13 +79,327 @@ def bench_ingest(n_ratings: int, archive: Path) -> dict:
     return result
 
 
+
+# --- speed -------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]  # the project checkout (stages/, params.yaml)
+TUTORIAL_BATCH = 128
+TUTORIAL_LR, TUTORIAL_MOMENTUM = 0.08, 0.9
+# Rows on which the tutorial's per-row indexing is timed (the anchors' figure is per 200,000).
+APPLY_SAMPLE = 200_000
+_DONE = re.compile(r"^(\w+): done in ([\d.]+) s, peak memory (\d+) MiB$", re.M)
+
+
+def _peak_mib() -> float:
+    from movierec.cli import peak_memory_mib
+
+    return peak_memory_mib() or float("nan")
+
+
+def _child(function: str, *args: object) -> dict:
+    """Runs ``function(*args)`` of this module in a fresh Python; returns the dict it prints.
+
+    A fresh process per measurement: TensorFlow's thread settings are fixed at start-up, and
+    each figure's peak memory is its own.
+    """
+    call = f"from movierec.bench import {function}; {function}(*{[str(a) for a in args]!r})"
+    done = subprocess.run([sys.executable, "-c", call], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{function}{args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_stage(name: str, params: Path, *args: str) -> dict:
+    """Runs the real stage script; returns the time and peak memory from its last log line."""
+    script = ROOT / "stages" / f"{name}.py"
+    done = subprocess.run([sys.executable, str(script), "--params", str(params), *args],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"stage {name} failed:\n{done.stderr[-3000:]}")
+    found = _DONE.findall(done.stdout)
+    if not found:
+        raise RuntimeError(f"stage {name}: no 'done in' line in its output:\n{done.stdout}")
+    _, seconds, peak = found[-1]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(f"{name}: ")]
+    return {"seconds": float(seconds), "peak_mib": int(peak), "log": lines[:-1]}
+
+
+def _load_split(prepared: Path) -> tuple:
+    from movierec.io import read_parquet
+
+    train_df = read_parquet(prepared / "train.parquet")
+    n_users = len(read_parquet(prepared / "users.parquet", columns=["user_idx"]))
+    n_movies = len(read_parquet(prepared / "movies.parquet", columns=["movie_idx"]))
+    return train_df, n_users, n_movies
+
+
+def child_train_steps(prepared: str, path: str, steps: str, warmup: str) -> None:
+    """Times ``steps`` SGD steps at batch 128 after ``warmup`` untimed ones (prints JSON)."""
+    steps, warmup = int(steps), int(warmup)
+    train_df, n_users, n_movies = _load_split(Path(prepared))
+    rows = (steps + warmup) * TUTORIAL_BATCH
+    if rows > len(train_df):
+        raise ValueError(f"{steps + warmup} steps need {rows:,} rows; the split has "
+                         f"{len(train_df):,}")
+    train_df = train_df.iloc[:rows]  # the split is already shuffled by preprocess
+    if path == "tutorial":
+        seconds = _tutorial_steps(train_df, n_users, n_movies, warmup)
+    else:
+        seconds = _project_steps(train_df, n_users, n_movies, warmup, sparse=path == "sparse")
+    print(json.dumps({"seconds": seconds, "steps": steps,
+                      "samples_per_second": steps * TUTORIAL_BATCH / seconds,
+                      "peak_mib": _peak_mib(), "table_rows": [n_users, n_movies]}))
+
+
+def _tutorial_steps(train_df, n_users: int, n_movies: int, warmup: int) -> float:
+    """The tutorial's own training: model.fit on numpy arrays, SGD with momentum, batch 128."""
+    import keras
+    import numpy as np
+
+    from movierec.model import build_residual_model
+    from movierec.training import model_inputs
+
+    keras.utils.set_random_seed(0)
+    model = build_residual_model(n_users, n_movies, 10, 400)
+    model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=TUTORIAL_LR,
+                                                             momentum=TUTORIAL_MOMENTUM),
+                  metrics=["mse"])
+    marks = {}
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == warmup:
+                marks["start"] = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            marks["end"] = time.perf_counter()
+
+    y = train_df["rating"].to_numpy(np.float32)
+    model.fit(model_inputs(train_df), y - y.mean(), batch_size=TUTORIAL_BATCH, epochs=1,
+              shuffle=True, verbose=0, callbacks=[Clock()])
+    return marks["end"] - marks["start"]
+
+
+def _project_steps(train_df, n_users: int, n_movies: int, warmup: int, sparse: bool) -> float:
+    """The train stage's loop with its default params (batch 128, SGD 0.08/0.9)."""
+    import tensorflow as tf
+
+    from movierec.config import TrainParams
+    from movierec.model import build_residual_model
+    from movierec.training import (
+        MomentumLoop,
+        RowSplitModel,
+        _as_tensors,
+        make_deterministic,
+        set_intra_op_threads,
+    )
+
+    params = TrainParams(sparse_updates=sparse)
+    set_intra_op_threads(params.intra_op_threads)
+    make_deterministic(params.seed)
+    model = build_residual_model(n_users, n_movies, params.latent_dim, params.hidden_units)
+    loop = MomentumLoop(RowSplitModel(model), params.learning_rate, params.momentum,
+                        params.batch_size, params.sparse_updates)
+    users, movies, y = _as_tensors(train_df, float(train_df["rating"].mean()))
+    split = warmup * params.batch_size
+    loop.epoch(users[:split], movies[:split], y[:split], params.steps_per_execution)
+    timed = [tf.identity(t[split:]) for t in (users, movies, y)]
+    start = time.perf_counter()
+    loop.epoch(*timed, params.steps_per_execution)
+    return time.perf_counter() - start
+
+
+def child_apply_indexing(ratings: str, sample: str) -> None:
+    """The tutorial course's preprocessing, timed on ``sample`` rows (prints JSON).
+
+    The course builds a dict from movieId to a contiguous index and maps every row with
+    ``df.apply(lambda row: ..., axis=1)``; userIds are shifted by one, vectorised.
+    """
+    from movierec.io import read_parquet
+
+    df = read_parquet(ratings, columns=["userId", "movieId", "rating"]).iloc[:int(sample)].copy()
+    start = time.perf_counter()
+    df["userId"] = df["userId"] - 1
+    movie2idx = {movie: i for i, movie in enumerate(sorted(set(df["movieId"])))}
+    df["movie_idx"] = df.apply(lambda row: movie2idx[row.movieId], axis=1)
+    print(json.dumps({"seconds": time.perf_counter() - start, "rows": len(df)}))
+
+
+def child_accuracy(path: str, n_ratings: str, epochs: str, seed: str) -> None:
+    """Test MSE after ``epochs`` epochs on the default split of an ``n_ratings`` twin."""
+    import dataclasses
+
+    import numpy as np
+
+    from movierec import synthetic
+    from movierec.config import Params
+    from movierec.metrics import mse
+    from movierec.preprocess import prepare
+    from movierec.training import predict, train
+
+    defaults = Params()
+    twin = synthetic.generate(int(n_ratings), seed=defaults.data.synthetic.seed)
+    data = prepare(twin.ratings, twin.movies, defaults.preprocess.test_fraction,
+                   defaults.preprocess.seed)
+    n_users, n_movies = len(data.users), len(data.movies)
+    y_test = data.test["rating"].to_numpy(np.float64)
+    start = time.perf_counter()
+    if path == "tutorial":
+        test_mse = _tutorial_fit(data.train, data.test, n_users, n_movies, int(epochs),
+                                 int(seed))
+    else:
+        params = dataclasses.replace(defaults.train, epochs=int(epochs), seed=int(seed),
+                                     sparse_updates=path == "sparse")
+        result = train(data.train, data.test, n_users, n_movies, params, verbose=0)
+        test_mse = mse(y_test, predict(result.model, data.test))
+    print(json.dumps({"test_mse": test_mse, "seconds": time.perf_counter() - start,
+                      "n_train": len(data.train), "n_test": len(data.test)}))
+
+
+def _tutorial_fit(train_df, test_df, n_users: int, n_movies: int, epochs: int,
+                  seed: int) -> float:
+    """The tutorial's training: test MSE after ``epochs`` epochs."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from movierec.metrics import mse
+    from movierec.model import build_residual_model, with_offset
+    from movierec.training import model_inputs, predict
+
+    keras.utils.set_random_seed(seed)  # the same initial weights as the project's, per seed
+    model = build_residual_model(n_users, n_movies, 10, 400)
+    # Then unseeded, as the tutorial runs: with a global TF seed set, model.fit(shuffle=True) on
+    # numpy arrays replays one permutation in every epoch (Keras 3.15 builds each epoch's
+    # iterator afresh, and its seeded tf.random.shuffle restarts), which trains worse.
+    tf.random.set_seed(None)
+    model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=TUTORIAL_LR,
+                                                             momentum=TUTORIAL_MOMENTUM),
+                  metrics=["mse"])
+    mu = float(train_df["rating"].to_numpy(np.float64).mean())
+    y = train_df["rating"].to_numpy(np.float32) - np.float32(mu)
+    model.fit(model_inputs(train_df), y, batch_size=TUTORIAL_BATCH, epochs=epochs,
+              shuffle=True, verbose=0)
+    return mse(test_df["rating"].to_numpy(np.float64), predict(with_offset(model, mu), test_df))
+
+
+def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ratings: int,
+                accuracy_epochs: int, seeds: list[int]) -> None:
+    """Prints every figure as it is measured (a run takes several minutes)."""
+    import yaml
+
+    from movierec.config import Params
+
+    if not (ROOT / "stages").is_dir():
+        raise SystemExit(f"bench speed: no stages/ folder under {ROOT} (expected the project "
+                         "checkout, installed with pip install -e)")
+    defaults = dataclasses.asdict(Params())
+    defaults["data"]["synthetic"]["n_ratings"] = n_ratings
+    defaults["train"]["epochs"] = 1
+    params = work / "params.yaml"
+    params.write_text(yaml.safe_dump(defaults))
+    d = {name: work / name for name in ("download", "raw", "prepared", "models", "out")}
+    for folder in d.values():
+        folder.mkdir(exist_ok=True)
+    raw, prep = d["raw"], d["prepared"]
+
+    print(f"== synthetic twin of ML-20M, {n_ratings:,} ratings, real stages", flush=True)
+    ingest = _run_stage("ingest", params, "--download-dir", str(d["download"]),
+                        "--ratings", str(raw / "ratings.parquet"),
+                        "--movies", str(raw / "movies.parquet"))
+    _report("ingest (generate the twin)", ingest)
+    preprocess = _run_stage("preprocess", params, "--ratings", str(raw / "ratings.parquet"),
+                            "--movies", str(raw / "movies.parquet"),
+                            "--train", str(prep / "train.parquet"),
+                            "--test", str(prep / "test.parquet"),
+                            "--user-index", str(prep / "users.parquet"),
+                            "--movie-index", str(prep / "movies.parquet"))
+    _report("preprocess (index, shuffle, split, write)", preprocess)
+    apply = _child("child_apply_indexing", raw / "ratings.parquet", APPLY_SAMPLE)
+    extrapolated = apply["seconds"] * n_ratings / apply["rows"]
+    print(f"tutorial's df.apply indexing: {apply['seconds']:.2f} s for {apply['rows']:,} rows, "
+          f"extrapolated {extrapolated:.0f} s for {n_ratings:,} (indexing alone, no I/O); "
+          f"preprocess stage is {extrapolated / preprocess['seconds']:.0f}x faster", flush=True)
+
+    print(f"\n== training throughput, batch {TUTORIAL_BATCH}, {steps:,} timed steps after "
+          f"{warmup} untimed, on that split's tables, one process each", flush=True)
+    paths = (("tutorial", "tutorial's path: model.fit on numpy, Keras SGD"),
+             ("dense", "project loop, tutorial's exact (dense) momentum rule"),
+             ("sparse", "project loop, sparse momentum (default)"))
+    speed = {}
+    for key, label in paths:
+        speed[key] = r = _child("child_train_steps", prep, key, steps, warmup)
+        ratio = r["samples_per_second"] / speed["tutorial"]["samples_per_second"]
+        print(f"{label}: {r['seconds'] / steps * 1e3:.3f} ms/step, "
+              f"{r['samples_per_second']:,.0f} samples/s, {ratio:.1f}x the tutorial's; "
+              f"peak memory {r['peak_mib']:.0f} MiB", flush=True)
+
+    print("\n== train (1 epoch) and evaluate stages on that split", flush=True)
+    model = d["models"] / "model.keras"
+    out = d["out"]
+    train = _run_stage("train", params, "--train", str(prep / "train.parquet"),
+                       "--test", str(prep / "test.parquet"),
+                       "--user-index", str(prep / "users.parquet"),
+                       "--movie-index", str(prep / "movies.parquet"), "--model", str(model),
+                       "--history", str(out / "training.csv"),
+                       "--metrics", str(out / "train.json"))
+    _report("train, 1 epoch", train)
+    evaluate = _run_stage("evaluate", params, "--model", str(model),
+                          "--test", str(prep / "test.parquet"),
+                          "--history", str(out / "training.csv"),
+                          "--metrics", str(out / "test.json"),
+                          "--per-star", str(out / "per_star.csv"),
+                          *[a for name in ("loss", "mse", "by-star", "histogram")
+                            for a in (f"--{name}-png", str(out / f"{name}.png"))])
+    _report("evaluate", evaluate)
+
+    print(f"\n== accuracy check: {accuracy_epochs} epochs on the default split of a "
+          f"{accuracy_ratings:,}-rating twin; seeds {seeds} (initial weights, shuffling)",
+          flush=True)
+    mean = {}
+    for key, label in paths:
+        runs = [_child("child_accuracy", key, accuracy_ratings, accuracy_epochs, seed)
+                for seed in seeds]
+        values = [r["test_mse"] for r in runs]
+        mean[key] = statistics.fmean(values)
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"{label}: test MSE {mean[key]:.4f} mean, {spread:.4f} sd "
+              f"({', '.join(f'{v:.4f}' for v in values)}; "
+              f"{statistics.fmean(r['seconds'] for r in runs):.0f} s per run)", flush=True)
+    worse = [key for key in ("dense", "sparse") if mean[key] > mean["tutorial"]]
+    print("accuracy check: " + (f"FAILED for {', '.join(worse)}" if worse else
+                                "passed: both of the project's rules reach a mean test MSE no "
+                                "worse than the tutorial's path"))
+
+
+def _report(what: str, stage: dict) -> None:
+    for line in stage["log"]:
+        print(f"  {line}")
+    print(f"{what}: {stage['seconds']:.1f} s, peak memory {stage['peak_mib']:,} MiB", flush=True)
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m movierec.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     ingest = sub.add_parser("ingest", help="read an ML-20M-sized release zip")
     ingest.add_argument("--n-ratings", type=int, default=20_000_263)
     ingest.add_argument("--zip", type=Path, help="keep the generated zip here (reused if present)")
+    speed = sub.add_parser("speed", help="the project against the tutorial at ML-20M scale")
+    speed.add_argument("--n-ratings", type=int, default=20_000_263)
+    speed.add_argument("--steps", type=int, default=2_000, help="timed training steps per path")
+    speed.add_argument("--warmup", type=int, default=100, help="untimed steps before them")
+    speed.add_argument("--accuracy-ratings", type=int, default=1_000_000)
+    speed.add_argument("--accuracy-epochs", type=int, default=5)
+    speed.add_argument("--seeds", type=int, nargs="+", default=[2023, 7, 11],
+                       help="accuracy-check seeds, each path trained once per seed")
+    speed.add_argument("--workdir", type=Path, help="keep the data here (default: a temp dir)")
     args = parser.parse_args(argv)
+    if args.what == "speed":
+        with tempfile.TemporaryDirectory() as tmp:
+            work = args.workdir or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            bench_speed(work, args.n_ratings, args.steps, args.warmup, args.accuracy_ratings,
+                        args.accuracy_epochs, args.seeds)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         r = bench_ingest(args.n_ratings, args.zip or Path(tmp) / "ml-20m-shaped.zip")
     mb = 1024  # VmHWM is in KiB

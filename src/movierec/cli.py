@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from movierec.errors import MovieRecError
 
@@ -15,8 +17,22 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def peak_memory_mib() -> float | None:
+    """This process's peak resident memory (Linux VmHWM), or None where /proc is missing."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Runs a stage: the project's errors become one line on stderr and exit status 1."""
+    """Runs a stage: the project's errors become one line on stderr and exit status 1.
+
+    A finished stage ends its log with its wall time and peak memory, the two figures that
+    decide whether a dataset fits a machine (``movierec.bench`` reads this line).
+    """
+    start = time.perf_counter()
     try:
         main()
     except MovieRecError as exc:
@@ -26,3 +42,7 @@ def run_stage(main: Callable[[], None]) -> None:
         # Outputs are written atomically, so an interrupted stage leaves no partial file.
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    name = Path(sys.argv[0]).stem
+    peak = peak_memory_mib()
+    memory = f", peak memory {peak:.0f} MiB" if peak is not None else ""
+    print(f"{name}: done in {time.perf_counter() - start:.1f} s{memory}")

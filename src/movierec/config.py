@@ -78,12 +78,16 @@ class TrainParams:
     learning_rate: float = 0.08
     momentum: float = 0.9
     seed: int = 2023
-    steps_per_execution: int = 64
+    sparse_updates: bool = True
+    steps_per_execution: int = 256
+    intra_op_threads: int = 1
 
     def validate(self, prefix: str) -> None:
         for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution"):
             value = getattr(self, name)
             _expect(value >= 1, f"{prefix}.{name}", value, "an integer >= 1")
+        _expect(self.intra_op_threads >= 0, f"{prefix}.intra_op_threads", self.intra_op_threads,
+                "an integer >= 0 (0 = all cores)")
         _expect(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate,
                 "a number > 0")
         _expect(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum,
@@ -100,7 +104,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _convert(value: object, annotation: object, key: str) -> object:
@@ -108,6 +112,9 @@ def _convert(value: object, annotation: object, key: str) -> object:
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, key)
     expected = _TYPE_NAMES[annotation]
+    if annotation is bool:
+        _expect(isinstance(value, bool), key, value, expected)
+        return value
     # bool is a subclass of int in Python, but `epochs: true` is a mistake, not 1 epoch.
     if isinstance(value, bool):
         _expect(False, key, value, expected)

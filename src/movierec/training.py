@@ -1,7 +1,35 @@
-"""Training the residual network as the tutorial does: MSE on centred ratings, SGD + momentum."""
+"""Training the residual network as the tutorial does: MSE on centred ratings, SGD + momentum.
+
+The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs about 14 ms
+per batch of 128 on a 2-core CPU (shared/docs/anchors.md), and the time goes to two places:
+
+* Keras' SGD updates the *whole* embedding tables on every step, because momentum keeps every
+  row moving (138,493 x 10 user weights for 128 ratings), and Keras reads each table whole
+  into the graph before gathering rows from it;
+* per-step overhead: one call from Python into TensorFlow per batch, and a thread-pool hand-off
+  for every tiny op.
+
+This module's loop keeps the model and the loss and removes those costs. The model is split at
+its embedding lookups: rows are gathered straight from the tables, the rest of the network is
+the model's own Keras layers, and the gradient of each table is the gradient of its gathered
+rows. Many steps run inside one compiled ``tf.function`` call.
+
+Two update rules (``train.sparse_updates``):
+
+* ``true`` (default): momentum for the embedding tables is kept and applied only for the rows a
+  batch touches (duplicate ids in a batch are summed first), as TensorFlow 1's
+  ``MomentumOptimizer`` did for sparse gradients. A row's velocity does not decay or move it
+  while the row is absent from batches.
+* ``false``: the tutorial's exact rule, Keras' SGD: every row of every table gets
+  ``m = momentum * m - lr * g`` (g = 0 for rows not in the batch) and ``w += m`` on every step.
+
+Dense layers use Keras' rule in both cases. ``python -m movierec.bench speed`` measures both
+rules against the tutorial's ``model.fit`` and checks the accuracy of each.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 
@@ -27,10 +55,162 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def set_intra_op_threads(n: int) -> None:
+    """Threads TensorFlow may use inside one op; 0 keeps TensorFlow's default (all cores).
+
+    At batch 128 every op is tiny, and handing it to a thread pool costs more than splitting it
+    saves: on a 2-core machine one thread ran 0.38 ms per step against 0.53 ms with two. It can
+    only be set before TensorFlow starts its runtime, so a process that has already run
+    TensorFlow ops (a test session) keeps the setting it started with, and is told so.
+    """
+    if n == 0 or tf.config.threading.get_intra_op_parallelism_threads() == n:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+    except RuntimeError:
+        print(f"train: TensorFlow was already running; intra-op threads stay at "
+              f"{tf.config.threading.get_intra_op_parallelism_threads()} (0 = all cores), "
+              f"not {n}", file=sys.stderr)
+
+
 def model_inputs(df: pd.DataFrame) -> list[np.ndarray]:
     """The (user, movie) index columns shaped (n, 1), as the model's Inputs expect."""
     return [df[USER_IDX_COL].to_numpy(np.int32).reshape(-1, 1),
             df[MOVIE_IDX_COL].to_numpy(np.int32).reshape(-1, 1)]
+
+
+def _tf_variable(variable: keras.Variable) -> tf.Variable:
+    value = variable.value  # the TensorFlow variable behind a float32 Keras variable
+    if not isinstance(value, tf.Variable):
+        raise TypeError(f"expected a TensorFlow-backed Keras variable, received {type(value)}")
+    return value
+
+
+class RowSplitModel:
+    """A Keras model split at its embedding lookups, for training with row updates.
+
+    Every ``Embedding`` layer must read one of the model's inputs directly (true of the
+    tutorial's network). ``forward`` gathers the rows of each table for a batch of ids and runs
+    the remaining layers, the model's own, on them.
+    """
+
+    def __init__(self, model: keras.Model):
+        layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+        self.feeds = []
+        for layer in layers:
+            feed = [i for i, t in enumerate(model.inputs) if t is layer.input]
+            if not feed:
+                raise ValueError(f"RowSplitModel: embedding {layer.name!r} does not read a model "
+                                 "input directly (expected Input -> Embedding)")
+            self.feeds.append(feed[0])
+        self.tail = keras.Model([layer.output for layer in layers], model.output,
+                                name=f"{model.name}_after_lookups")
+        self.tables = [_tf_variable(layer.embeddings) for layer in layers]
+        table_ids = {id(layer.embeddings) for layer in layers}
+        self.dense = [_tf_variable(v) for v in model.trainable_variables
+                      if id(v) not in table_ids]
+
+    def forward(self, ids: list[tf.Tensor], training: bool) -> tf.Tensor:
+        """Predictions (b,) for a batch of input ids (one (b,) tensor per model input).
+
+        ``tf.gather`` on the variable itself reads only the batch's rows, and its gradient is
+        those rows' gradients (``tf.IndexedSlices``); reading a table whole, as Keras'
+        ``Embedding`` does, would copy it on every step once rows have been updated in place.
+        """
+        rows = [tf.gather(table, ids[f])[:, None, :]
+                for table, f in zip(self.tables, self.feeds, strict=True)]
+        return tf.reshape(self.tail(rows, training=training), [-1])
+
+
+class MomentumLoop:
+    """SGD with momentum over a :class:`RowSplitModel`, many steps per TensorFlow call."""
+
+    def __init__(self, split: RowSplitModel, learning_rate: float, momentum: float,
+                 batch_size: int, sparse_updates: bool):
+        self.split = split
+        self.lr = learning_rate
+        self.mu = momentum
+        self.batch_size = batch_size
+        self.sparse_updates = sparse_updates
+        self.table_slots = [tf.Variable(tf.zeros_like(t), trainable=False)
+                            for t in split.tables]
+        self.dense_slots = [tf.Variable(tf.zeros_like(v), trainable=False)
+                            for v in split.dense]
+        spec = tf.TensorSpec([None], tf.int32)
+        self.run_steps = tf.function(self._run_steps, input_signature=[
+            spec, spec, tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+        self.predict_batch = tf.function(self._predict_batch, input_signature=[spec, spec])
+
+    def _step(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        split = self.split
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(split.tables + split.dense)
+            err = split.forward([users, movies], training=True) - y
+            loss = tf.reduce_mean(tf.square(err))
+        grads = tape.gradient(loss, split.tables + split.dense)
+        n_tables = len(split.tables)
+        for table, slot, g in zip(split.tables, self.table_slots, grads[:n_tables], strict=True):
+            if self.sparse_updates:
+                self._sparse_update(table, slot, g.values, g.indices)
+            else:
+                self._dense_update(table, slot, tf.convert_to_tensor(g))
+        for var, slot, g in zip(split.dense, self.dense_slots, grads[n_tables:], strict=True):
+            self._dense_update(var, slot, g)
+        return tf.reduce_sum(tf.square(err))
+
+    def _dense_update(self, var: tf.Variable, slot: tf.Variable, g: tf.Tensor) -> None:
+        # Keras' SGD: m = momentum * m - lr * g; w += m.
+        slot.assign(slot * self.mu - self.lr * g)
+        var.assign_add(slot)
+
+    def _sparse_update(self, table: tf.Variable, slot: tf.Variable, g: tf.Tensor,
+                       ids: tf.Tensor) -> None:
+        # The same rule on the touched rows only. Duplicate ids are summed first, so each row is
+        # updated once per step, and every scatter has distinct indices (deterministic on any
+        # device).
+        rows, position = tf.unique(ids)
+        g = tf.math.unsorted_segment_sum(g, position, tf.size(rows))
+        m = tf.gather(slot, rows) * self.mu - self.lr * g
+        slot.scatter_update(tf.IndexedSlices(m, rows))
+        table.scatter_add(tf.IndexedSlices(m, rows))
+
+    def _run_steps(self, users, movies, y, first_step, n_steps):
+        """Runs batches first_step .. first_step + n_steps - 1; returns their squared-error sum."""
+        sse = tf.constant(0.0)
+        b = self.batch_size
+        for i in tf.range(n_steps):
+            start = (first_step + i) * b
+            sse += self._step(users[start:start + b], movies[start:start + b],
+                              y[start:start + b])
+        return sse
+
+    def _predict_batch(self, users, movies):
+        return self.split.forward([users, movies], training=False)
+
+    def predict(self, users: tf.Tensor, movies: tf.Tensor) -> np.ndarray:
+        """Centred predictions for all rows, in batches of PREDICT_BATCH_SIZE."""
+        n = int(users.shape[0])
+        parts = [self.predict_batch(users[s:s + PREDICT_BATCH_SIZE],
+                                    movies[s:s + PREDICT_BATCH_SIZE]).numpy()
+                 for s in range(0, n, PREDICT_BATCH_SIZE)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def epoch(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor,
+              steps_per_call: int) -> float:
+        """One pass over (already shuffled) data; returns the mean squared error of its batches.
+
+        That is Keras' training "loss": the batch losses averaged, weighted by batch size, with
+        the weights changing along the way. The last batch may be smaller, as in ``model.fit``.
+        """
+        n = int(users.shape[0])
+        n_steps = -(-n // self.batch_size)
+        sse = 0.0
+        for first in range(0, n_steps, steps_per_call):
+            count = min(steps_per_call, n_steps - first)
+            sse += float(self.run_steps(users, movies, y, tf.constant(first, tf.int32),
+                                        tf.constant(count, tf.int32)))
+        return sse / n
 
 
 @dataclass(frozen=True)
@@ -38,45 +218,52 @@ class TrainResult:
     model: keras.Model  # predicts ratings (the training mean is inside)
     history: pd.DataFrame  # HISTORY_COLUMNS, one row per epoch
     train_mean: float
-    seconds: float
-    samples_per_second: float
+    seconds: float  # everything: epochs and per-epoch test scoring
+    fit_seconds: float  # the epochs alone
+    samples_per_second: float  # training samples per second of fit_seconds
+
+
+def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    return (tf.constant(df[USER_IDX_COL].to_numpy(np.int32)),
+            tf.constant(df[MOVIE_IDX_COL].to_numpy(np.int32)),
+            tf.constant(df[RATING_COL].to_numpy(np.float32) - np.float32(mu)))
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
           params: TrainParams, verbose: int = 2) -> TrainResult:
     """Fits the tutorial's model; the test split is only reported per epoch (its curve)."""
+    set_intra_op_threads(params.intra_op_threads)
     make_deterministic(params.seed)
     mu = float(train_df[RATING_COL].to_numpy(np.float64).mean())
     centred = build_residual_model(n_users, n_movies, params.latent_dim, params.hidden_units)
-    centred.compile(
-        loss=keras.losses.MeanSquaredError(name="loss"),
-        optimizer=keras.optimizers.SGD(learning_rate=params.learning_rate,
-                                       momentum=params.momentum),
-        metrics=[keras.metrics.MeanSquaredError(name="mse")],
-        # Runs many SGD steps per call into TensorFlow: the same updates in the same order,
-        # far less Python overhead per step.
-        steps_per_execution=params.steps_per_execution,
-    )
-    y_train = train_df[RATING_COL].to_numpy(np.float32) - np.float32(mu)
-    y_test = test_df[RATING_COL].to_numpy(np.float32) - np.float32(mu)
+    loop = MomentumLoop(RowSplitModel(centred), params.learning_rate, params.momentum,
+                        params.batch_size, params.sparse_updates)
+    users, movies, y = _as_tensors(train_df, mu)
+    test_users, test_movies, test_y = _as_tensors(test_df, mu)
+    test_target = test_y.numpy().astype(np.float64)
+    # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed.
+    rng = np.random.default_rng(params.seed)
+
+    rows = []
+    fit_seconds = 0.0
     start = time.perf_counter()
-    fit = centred.fit(
-        x=model_inputs(train_df), y=y_train,
-        epochs=params.epochs, batch_size=params.batch_size, shuffle=True,
-        validation_data=(model_inputs(test_df), y_test),
-        validation_batch_size=PREDICT_BATCH_SIZE,
-        verbose=verbose,
-    )
+    for epoch in range(1, params.epochs + 1):
+        order = tf.constant(rng.permutation(len(train_df)).astype(np.int32))
+        tick = time.perf_counter()
+        train_mse = loop.epoch(tf.gather(users, order), tf.gather(movies, order),
+                               tf.gather(y, order), params.steps_per_execution)
+        fit_seconds += time.perf_counter() - tick
+        test_mse = float(np.mean((loop.predict(test_users, test_movies) - test_target) ** 2))
+        rows.append((epoch, train_mse, test_mse, train_mse, test_mse))
+        if verbose:
+            print(f"epoch {epoch}/{params.epochs}: train MSE {train_mse:.4f}, "
+                  f"test MSE {test_mse:.4f} ({time.perf_counter() - tick:.1f} s)", flush=True)
     seconds = time.perf_counter() - start
-    h = fit.history
-    history = pd.DataFrame({
-        "epoch": np.arange(1, len(h["loss"]) + 1),
-        "train_loss": h["loss"], "test_loss": h["val_loss"],
-        "train_mse": h["mse"], "test_mse": h["val_mse"],
-    })
+    # No regulariser yet: the loss is the MSE.
+    history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype({"epoch": int})
     return TrainResult(model=with_offset(centred, mu), history=history, train_mean=mu,
-                       seconds=seconds,
-                       samples_per_second=len(train_df) * params.epochs / seconds)
+                       seconds=seconds, fit_seconds=fit_seconds,
+                       samples_per_second=len(train_df) * params.epochs / max(fit_seconds, 1e-9))
 
 
 def predict(model: keras.Model, df: pd.DataFrame) -> np.ndarray:
