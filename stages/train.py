@@ -30,10 +30,9 @@ def main() -> None:
     write_json({"train_mean": result.train_mean, "epochs": int(last["epoch"]),
                 "train_mse": float(last["train_mse"]), "n_train": len(train_df),
                 "n_weights": int(result.model.count_params())}, args.metrics)
-    rule = "sparse" if params.sparse_updates else "dense (exact Keras)"
     print(f"train: {params.epochs} epochs x {len(train_df):,} ratings in "
           f"{result.fit_seconds:.1f} s ({result.samples_per_second:,.0f} samples/s, "
-          f"{rule} momentum updates), plus "
+          f"table updates: {params.table_updates}), plus "
           f"{result.seconds - result.fit_seconds:.1f} s scoring the test split per epoch; "
           f"final train MSE {last['train_mse']:.4f}, test MSE {last['test_mse']:.4f}")
 

@@ -49,8 +49,9 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"data": {"synthetic": {"n_ratings": 10}}}, "data.synthetic.n_ratings = 10"),
         ({"train": {"momentum": 1.0}}, "train.momentum = 1.0 (expected a number in [0, 1))"),
         ({"train": [1, 2]}, "train = [1, 2] (expected a mapping"),
-        ({"train": {"sparse_updates": 1}}, "train.sparse_updates = 1 (expected true or false)"),
-        ({"train": {"sparse_updates": "no"}}, "train.sparse_updates = 'no' (expected true or"),
+        ({"train": {"table_updates": "lazzy"}},
+         "train.table_updates = 'lazzy' (expected one of lazy, dense, sparse)"),
+        ({"train": {"table_updates": 1}}, "train.table_updates = 1 (expected a string)"),
         ({"train": {"intra_op_threads": -1}}, "train.intra_op_threads = -1 (expected an integer"),
     ],
 )

@@ -70,38 +70,59 @@ def _tiny_model(seed=3):
     return build_residual_model(N_USERS, N_MOVIES, latent_dim=4, hidden_units=16)
 
 
-def _run_loop(model, users, movies, y, sparse, lr=0.05, momentum=0.9, steps_per_call=5):
-    loop = MomentumLoop(RowSplitModel(model), lr, momentum, BATCH, sparse)
+def _run_loop(model, users, movies, y, updates, lr=0.05, momentum=0.9, steps_per_call=5):
+    loop = MomentumLoop(RowSplitModel(model), lr, momentum, BATCH, updates)
     return loop.epoch(tf.constant(users), tf.constant(movies), tf.constant(y), steps_per_call)
 
 
-def test_dense_rule_is_keras_sgd_with_momentum():
+@pytest.mark.parametrize("updates", ["dense", "lazy"])
+def test_dense_and_lazy_rules_are_keras_sgd_with_momentum(updates):
     users, movies, y = _tiny_data()
+    # Some ids never appear in the first batches, so lazy rows go many steps untouched.
+    users[: BATCH * 6] %= N_USERS // 3
     reference = _tiny_model()
     reference.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=0.05,
                                                                   momentum=0.9))
     fit = reference.fit([users[:, None], movies[:, None]], y, batch_size=BATCH, epochs=1,
                         shuffle=False, verbose=0)
     model = _tiny_model()
-    loss = _run_loop(model, users, movies, y, sparse=False)
+    loss = _run_loop(model, users, movies, y, updates)
     for ours, theirs in zip(model.weights, reference.weights, strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=2e-6, err_msg=ours.path)
     assert loss == pytest.approx(fit.history["loss"][0], rel=1e-5)
 
 
+def test_lazy_rule_catches_up_rows_untouched_for_a_long_time():
+    # Row 0 is touched once at the start, then left alone for many steps: under Keras' rule it
+    # keeps drifting by its decaying momentum, which lazy applies in closed form at the end.
+    n = BATCH * 40
+    users = np.full(n, 1, np.int32)
+    users[:BATCH] = 0
+    movies = np.arange(n, dtype=np.int32) % N_MOVIES
+    y = np.random.default_rng(2).normal(size=n).astype(np.float32)
+    weights = {}
+    for updates in ("dense", "lazy"):
+        model = _tiny_model()
+        _run_loop(model, users, movies, y, updates, momentum=0.95)
+        weights[updates] = model.get_layer("user_embedding").embeddings.numpy()
+    start = _tiny_model().get_layer("user_embedding").embeddings.numpy()
+    assert np.abs(weights["dense"][0] - start[0]).max() > 1e-3  # it did move
+    np.testing.assert_allclose(weights["lazy"], weights["dense"], atol=1e-6)
+
+
 def _numpy_sparse_momentum(tables, slots, grads, ids, lr, momentum):
-    """The lazy rule by hand: per distinct row, m = momentum * m - lr * sum(g); w += m."""
+    """TF1's sparse rule by hand: per distinct row, m = momentum * m - lr * sum(g); w += m."""
     for table, slot, g, i in zip(tables, slots, grads, ids, strict=True):
         for row in np.unique(i):
             slot[row] = momentum * slot[row] - lr * g[i == row].sum(axis=0)
             table[row] += slot[row]
 
 
-def test_sparse_rule_moves_only_touched_rows_by_the_lazy_momentum_rule():
+def test_sparse_rule_moves_only_touched_rows_by_tf1_sparse_momentum():
     users, movies, y = _tiny_data(n=BATCH * 2)
     model = _tiny_model()
     split = RowSplitModel(model)
-    loop = MomentumLoop(split, 0.05, 0.9, BATCH, sparse_updates=True)
+    loop = MomentumLoop(split, 0.05, 0.9, BATCH, "sparse")
     tables = [t.numpy().copy() for t in split.tables]
     slots = [np.zeros_like(t) for t in tables]
     for step in range(2):
@@ -137,7 +158,7 @@ def test_steps_per_call_changes_speed_not_results():
     weights = []
     for steps_per_call in (1, 5, 64):
         model = _tiny_model()
-        _run_loop(model, users, movies, y, sparse=True, steps_per_call=steps_per_call)
+        _run_loop(model, users, movies, y, "lazy", steps_per_call=steps_per_call)
         weights.append([w.numpy() for w in model.weights])
     for other in weights[1:]:
         for a, b in zip(weights[0], other, strict=True):

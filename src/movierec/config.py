@@ -18,6 +18,8 @@ from movierec.errors import ParamsError
 from movierec.movielens import RELEASE_NAMES
 
 DATASETS = ("synthetic", "file", *RELEASE_NAMES)
+# How SGD with momentum updates the embedding tables (movierec.training explains each).
+TABLE_UPDATES = ("lazy", "dense", "sparse")
 
 
 def _expect(ok: bool, key: str, value: object, expected: str) -> None:
@@ -78,7 +80,7 @@ class TrainParams:
     learning_rate: float = 0.08
     momentum: float = 0.9
     seed: int = 2023
-    sparse_updates: bool = True
+    table_updates: str = "lazy"
     steps_per_execution: int = 256
     intra_op_threads: int = 1
 
@@ -86,6 +88,8 @@ class TrainParams:
         for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution"):
             value = getattr(self, name)
             _expect(value >= 1, f"{prefix}.{name}", value, "an integer >= 1")
+        _expect(self.table_updates in TABLE_UPDATES, f"{prefix}.table_updates",
+                self.table_updates, "one of " + ", ".join(TABLE_UPDATES))
         _expect(self.intra_op_threads >= 0, f"{prefix}.intra_op_threads", self.intra_op_threads,
                 "an integer >= 0 (0 = all cores)")
         _expect(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate,
@@ -104,7 +108,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
 
 def _convert(value: object, annotation: object, key: str) -> object:
@@ -112,9 +116,6 @@ def _convert(value: object, annotation: object, key: str) -> object:
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, key)
     expected = _TYPE_NAMES[annotation]
-    if annotation is bool:
-        _expect(isinstance(value, bool), key, value, expected)
-        return value
     # bool is a subclass of int in Python, but `epochs: true` is a mistake, not 1 epoch.
     if isinstance(value, bool):
         _expect(False, key, value, expected)

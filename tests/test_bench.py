@@ -1,0 +1,22 @@
+"""The speed benchmark runs end to end at a toy size (its figures are not checked here)."""
+
+import re
+import subprocess
+import sys
+
+
+def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "movierec.bench", "speed", "--n-ratings", "20000",
+         "--steps", "20", "--warmup", "5", "--accuracy-ratings", "20000",
+         "--accuracy-epochs", "1", "--seeds", "1", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for stage in ("ingest", "preprocess", "train, 1 epoch", "evaluate"):
+        assert re.search(rf"^{re.escape(stage)}.*: [\d.]+ s, peak memory [\d,]+ MiB$", out, re.M)
+    assert re.search(r"extrapolated \d+ s for 20,000", out)
+    ratios = re.findall(r"samples/s, ([\d.]+)x the tutorial's", out)
+    assert len(ratios) == 3 and float(ratios[0]) == 1.0
+    assert len(re.findall(r"test MSE \d\.\d{4} mean", out)) == 3
+    assert re.search(r"^accuracy check: (passed|FAILED)", out, re.M)
