@@ -327,8 +327,9 @@ def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ra
     apply = _child("child_apply_indexing", raw / "ratings.parquet", APPLY_SAMPLE)
     extrapolated = apply["seconds"] * n_ratings / apply["rows"]
     print(f"tutorial's df.apply indexing: {apply['seconds']:.2f} s for {apply['rows']:,} rows, "
-          f"extrapolated {extrapolated:.0f} s for {n_ratings:,} (indexing alone, no I/O); "
-          f"preprocess stage is {extrapolated / preprocess['seconds']:.0f}x faster", flush=True)
+          f"extrapolated {extrapolated:.0f} s for {n_ratings:,} (indexing alone, no I/O)"
+          + (f"; preprocess stage is {extrapolated / preprocess['seconds']:.0f}x faster"
+             if preprocess["seconds"] > 0 else ""), flush=True)
 
     print(f"\n== training throughput, batch {TUTORIAL_BATCH}, {steps:,} timed steps after "
           f"{warmup} untimed, on that split's tables, one process each", flush=True)
