@@ -1,10 +1,12 @@
-"""DVC stage `evaluate`: test MSE/RMSE/MAE against the global mean, and the figures."""
+"""DVC stage `evaluate`: test MSE/RMSE/MAE against two baselines, and the figures."""
 
 import pandas as pd
 
 from movierec import plots
+from movierec.baselines import fit_biases
 from movierec.cli import run_stage, stage_parser
-from movierec.columns import RATING_COL
+from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
+from movierec.config import load_params
 from movierec.io import read_parquet, write_csv, write_json
 from movierec.metrics import per_star, rating_metrics
 from movierec.model import load_model, train_mean_of
@@ -14,6 +16,7 @@ from movierec.training import predict
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--model", required=True, help="input: trained .keras model")
+    parser.add_argument("--train", required=True, help="input: train split (for the baseline)")
     parser.add_argument("--test", required=True, help="input: test split")
     parser.add_argument("--history", required=True, help="input: per-epoch curves from train")
     parser.add_argument("--metrics", required=True, help="output: test metrics (json)")
@@ -23,12 +26,21 @@ def main() -> None:
     parser.add_argument("--by-star-png", required=True, help="output: predicted vs true rating")
     parser.add_argument("--histogram-png", required=True, help="output: rating histograms")
     args = parser.parse_args()
+    params = load_params(args.params).evaluate
 
     model = load_model(args.model)
     test_df = read_parquet(args.test)
     y_true = test_df[RATING_COL].to_numpy()
     y_pred = predict(model, test_df)
-    report = rating_metrics(y_true, y_pred, train_mean_of(model))
+    # The bias baseline sees the same training split as the model and ids from the same index.
+    train_df = read_parquet(args.train, columns=[USER_IDX_COL, MOVIE_IDX_COL, RATING_COL])
+    n_users = model.get_layer("user_embedding").input_dim
+    n_movies = model.get_layer("movie_embedding").input_dim
+    biases = fit_biases(train_df[USER_IDX_COL].to_numpy(), train_df[MOVIE_IDX_COL].to_numpy(),
+                        train_df[RATING_COL].to_numpy(), n_users, n_movies,
+                        params.bias_reg_user, params.bias_reg_movie, params.bias_epochs)
+    bias_pred = biases.predict(test_df[USER_IDX_COL].to_numpy(), test_df[MOVIE_IDX_COL].to_numpy())
+    report = rating_metrics(y_true, y_pred, train_mean_of(model), bias_pred)
     write_json(report, args.metrics)
     write_csv(pd.DataFrame(per_star(y_true, y_pred)), args.per_star)
 
@@ -39,7 +51,8 @@ def main() -> None:
     plots.rating_histograms(y_true, y_pred, args.histogram_png)
     print(f"evaluate: test MSE {report['mse']:.4f}, RMSE {report['rmse']:.4f}, "
           f"MAE {report['mae']:.4f} on {report['n_test']:,} ratings; "
-          f"global mean MSE {report['global_mean']['mse']:.4f}")
+          f"baselines: global mean MSE {report['global_mean']['mse']:.4f}, user + movie biases "
+          f"MSE {report['bias_baseline']['mse']:.4f}")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
             yield from leaves(v, f"{prefix}.{k}") if isinstance(v, dict) else [f"{prefix}.{k}"]
 
     assert dvc["stages"]["download"]["params"] == ["data.dataset"]
-    for stage, section in (("ingest", "data"), ("preprocess", "preprocess"), ("train", "train")):
+    for stage in ("ingest", "preprocess", "train", "evaluate"):
+        section = "data" if stage == "ingest" else stage
         assert sorted(dvc["stages"][stage]["params"]) == sorted(leaves(raw[section], section))
-    assert "params" not in dvc["stages"]["evaluate"]
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,8 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"train": {"table_updates": "lazzy"}},
          "train.table_updates = 'lazzy' (expected one of lazy, dense, sparse)"),
         ({"train": {"table_updates": 1}}, "train.table_updates = 1 (expected a string)"),
+        ({"evaluate": {"bias_reg_user": -1}}, "evaluate.bias_reg_user = -1.0 (expected a number"),
+        ({"evaluate": {"bias_epochs": 0}}, "evaluate.bias_epochs = 0 (expected an integer >= 1)"),
         ({"train": {"intra_op_threads": -1}}, "train.intra_op_threads = -1 (expected an integer"),
     ],
 )

@@ -29,6 +29,15 @@ def test_rating_metrics_global_mean_baseline():
     # the baseline predicts 4.0 everywhere: errors -1, 1, 0, 0
     assert report["global_mean"]["mse"] == pytest.approx(0.5)
     assert report["global_mean"]["mae"] == pytest.approx(0.5)
+    assert "bias_baseline" not in report
+
+
+def test_rating_metrics_reports_the_bias_baseline_when_given():
+    y_true = np.array([3.0, 5.0, 4.0, 4.0])
+    report = rating_metrics(y_true, y_true, 4.0, bias_pred=np.array([3.0, 4.0, 4.0, 5.0]))
+    # errors 0, -1, 0, 1
+    assert report["bias_baseline"] == {"mse": pytest.approx(0.5), "rmse": pytest.approx(0.5**0.5),
+                                       "mae": pytest.approx(0.5)}
 
 
 def test_per_star():

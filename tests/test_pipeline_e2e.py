@@ -69,6 +69,7 @@ def test_repro_runs_every_stage_then_is_a_no_op(repo):
     report = json.loads((repo / "metrics/test.json").read_text())
     assert report["n_test"] == 4_000
     assert report["mse"] < report["global_mean"]["mse"]
+    assert report["bias_baseline"]["mse"] < report["global_mean"]["mse"]
     assert report["rmse"] == pytest.approx(report["mse"] ** 0.5)
     for png in ("loss", "mse", "predicted_by_star", "rating_histogram"):
         assert (repo / f"plots/{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -356,6 +356,7 @@ def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ra
                        "--metrics", str(out / "train.json"))
     _report("train, 1 epoch", train)
     evaluate = _run_stage("evaluate", params, "--model", str(model),
+                          "--train", str(prep / "train.parquet"),
                           "--test", str(prep / "test.parquet"),
                           "--history", str(out / "training.csv"),
                           "--metrics", str(out / "test.json"),

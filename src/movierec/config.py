@@ -100,12 +100,29 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    """The user + movie bias baseline scored next to the model (movierec.baselines)."""
+
+    bias_reg_user: float = 15.0
+    bias_reg_movie: float = 10.0
+    bias_epochs: int = 10
+
+    def validate(self, prefix: str) -> None:
+        for name in ("bias_reg_user", "bias_reg_movie"):
+            value = getattr(self, name)
+            _expect(value >= 0, f"{prefix}.{name}", value, "a number >= 0")
+        _expect(self.bias_epochs >= 1, f"{prefix}.bias_epochs", self.bias_epochs,
+                "an integer >= 1")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
     data: DataParams = field(default_factory=DataParams)
     preprocess: PreprocessParams = field(default_factory=PreprocessParams)
     train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}

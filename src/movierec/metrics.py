@@ -30,10 +30,12 @@ def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(np.abs(y_true - y_pred)))
 
 
-def rating_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float) -> dict:
-    """The evaluate stage's report: the model's errors next to the global-mean predictor's."""
+def rating_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float,
+                   bias_pred: np.ndarray | None = None) -> dict:
+    """The evaluate stage's report: the model's errors next to the baselines' (the global mean
+    and, when given, the user + movie bias model's predictions ``bias_pred``)."""
     baseline = np.full(np.shape(y_true), train_mean, dtype=np.float64)
-    return {
+    report = {
         "mse": mse(y_true, y_pred),
         "rmse": rmse(y_true, y_pred),
         "mae": mae(y_true, y_pred),
@@ -45,6 +47,10 @@ def rating_metrics(y_true: np.ndarray, y_pred: np.ndarray, train_mean: float) ->
             "mae": mae(y_true, baseline),
         },
     }
+    if bias_pred is not None:
+        report["bias_baseline"] = {"mse": mse(y_true, bias_pred), "rmse": rmse(y_true, bias_pred),
+                                   "mae": mae(y_true, bias_pred)}
+    return report
 
 
 def per_star(y_true: np.ndarray, y_pred: np.ndarray) -> list[dict]:
