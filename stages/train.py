@@ -27,14 +27,20 @@ def main() -> None:
     save_model(result.model, args.model)
     write_csv(result.history, args.history)
     last = result.history.iloc[-1]
-    write_json({"train_mean": result.train_mean, "epochs": int(last["epoch"]),
-                "train_mse": float(last["train_mse"]), "n_train": len(train_df),
-                "n_weights": int(result.model.count_params())}, args.metrics)
-    print(f"train: {params.epochs} epochs x {len(train_df):,} ratings in "
+    best = result.history.iloc[result.best_epoch - 1]
+    summary = {"train_mean": result.train_mean, "epochs": int(last["epoch"]),
+               "best_epoch": result.best_epoch, "train_mse": float(best["train_mse"]),
+               "n_train": len(train_df), "n_fit": result.n_fit,
+               "n_weights": int(result.model.count_params())}
+    if "val_mse" in best:
+        summary["val_mse"] = float(best["val_mse"])
+    write_json(summary, args.metrics)
+    print(f"train: {int(last['epoch'])} epochs x {result.n_fit:,} ratings in "
           f"{result.fit_seconds:.1f} s ({result.samples_per_second:,.0f} samples/s, "
           f"table updates: {params.table_updates}), plus "
-          f"{result.seconds - result.fit_seconds:.1f} s scoring the test split per epoch; "
-          f"final train MSE {last['train_mse']:.4f}, test MSE {last['test_mse']:.4f}")
+          f"{result.seconds - result.fit_seconds:.1f} s scoring per epoch; model from epoch "
+          f"{result.best_epoch}: train MSE {best['train_mse']:.4f}, test MSE "
+          f"{best['test_mse']:.4f}")
 
 if __name__ == "__main__":
     run_stage(main)

@@ -9,9 +9,11 @@ from movierec.model import build_residual_model
 from movierec.preprocess import prepare
 from movierec.training import (
     HISTORY_COLUMNS,
+    VAL_COLUMNS,
     MomentumLoop,
     RowSplitModel,
     predict,
+    split_validation,
     train,
 )
 
@@ -171,3 +173,52 @@ def test_row_split_refuses_an_embedding_that_does_not_read_an_input():
     out = keras.layers.Flatten()(keras.layers.Embedding(5, 2, name="inner")(shifted))
     with pytest.raises(ValueError, match="'inner' does not read a model input"):
         RowSplitModel(keras.Model(x, out))
+
+
+# Early stopping on a validation split carved out of the train split.
+
+@pytest.fixture(scope="module")
+def small_overfit(twin_30k):
+    data = prepare(twin_30k.ratings, twin_30k.movies, test_fraction=0.2, seed=1)
+    return data, TrainParams(epochs=6, seed=5, val_fraction=0.2, patience=1,
+                             learning_rate=0.3, hidden_units=64)
+
+
+def test_validation_split_is_seeded_disjoint_and_complete(prepared):
+    fit, val = split_validation(prepared.train, 0.25, seed=3)
+    again, _ = split_validation(prepared.train, 0.25, seed=3)
+    assert fit.index.equals(again.index)
+    assert len(val) == round(0.25 * len(prepared.train))
+    assert fit.index.intersection(val.index).empty
+    assert len(fit) + len(val) == len(prepared.train)
+    assert split_validation(prepared.train, 0.0, seed=3) == (prepared.train, None)
+
+
+def test_early_stopping_never_reads_the_test_split(small_overfit):
+    data, params = small_overfit
+    n, m = len(data.users), len(data.movies)
+    honest = train(data.train, data.test, n, m, params, verbose=0)
+    # The same run scored against a nonsense test split must decide exactly the same things.
+    nonsense = data.test.assign(rating=np.random.default_rng(0).uniform(0.5, 5, len(data.test)))
+    blind = train(data.train, nonsense, n, m, params, verbose=0)
+    assert honest.best_epoch == blind.best_epoch
+    assert len(honest.history) == len(blind.history)
+    np.testing.assert_array_equal(honest.history["val_mse"], blind.history["val_mse"])
+    for a, b in zip(honest.model.weights, blind.model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(small_overfit):
+    data, params = small_overfit
+    result = train(data.train, data.test, len(data.users), len(data.movies), params, verbose=0)
+    history = result.history
+    assert tuple(history.columns) == HISTORY_COLUMNS + VAL_COLUMNS
+    best = int(history["val_mse"].idxmin()) + 1
+    assert result.best_epoch == best
+    # It stopped `patience` epochs after the best one (or ran out of epochs).
+    assert len(history) == min(best + params.patience, params.epochs)
+    assert result.n_fit == len(data.train) - round(0.2 * len(data.train))
+    # The returned model is the best epoch's: its test MSE is that row's.
+    y = data.test["rating"].to_numpy()
+    assert mse(y, predict(result.model, data.test)) == pytest.approx(
+        history["test_mse"].iloc[best - 1], rel=1e-5)

@@ -83,6 +83,8 @@ class TrainParams:
     table_updates: str = "lazy"
     steps_per_execution: int = 256
     intra_op_threads: int = 1
+    val_fraction: float = 0.0
+    patience: int = 2
 
     def validate(self, prefix: str) -> None:
         for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution"):
@@ -90,6 +92,9 @@ class TrainParams:
             _expect(value >= 1, f"{prefix}.{name}", value, "an integer >= 1")
         _expect(self.table_updates in TABLE_UPDATES, f"{prefix}.table_updates",
                 self.table_updates, "one of " + ", ".join(TABLE_UPDATES))
+        _expect(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction", self.val_fraction,
+                "a number in [0, 1); 0 = no validation split, no early stopping")
+        _expect(self.patience >= 1, f"{prefix}.patience", self.patience, "an integer >= 1")
         _expect(self.intra_op_threads >= 0, f"{prefix}.intra_op_threads", self.intra_op_threads,
                 "an integer >= 0 (0 = all cores)")
         _expect(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate,

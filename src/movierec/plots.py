@@ -24,10 +24,13 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 
 
 def curve(history: pd.DataFrame, metric: str, path: str | Path, ylabel: str) -> None:
-    """The tutorial's figure: train vs test ``metric`` per epoch."""
+    """The tutorial's figure: train vs test ``metric`` per epoch (and validation, if any)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(history["epoch"], history[f"train_{metric}"], marker="o", label=f"train {metric}")
     ax.plot(history["epoch"], history[f"test_{metric}"], marker="o", label=f"test {metric}")
+    if f"val_{metric}" in history:
+        ax.plot(history["epoch"], history[f"val_{metric}"], marker="o",
+                label=f"validation {metric} (early stopping)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{metric}: train vs test")

@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
 from movierec.config import TABLE_UPDATES, TrainParams
+from movierec.errors import DataError
 from movierec.model import build_residual_model, with_offset
 
 # Prediction-only batch size: it changes speed, never the predictions' values beyond float
@@ -273,11 +274,29 @@ class MomentumLoop:
 @dataclass(frozen=True)
 class TrainResult:
     model: keras.Model  # predicts ratings (the training mean is inside)
-    history: pd.DataFrame  # HISTORY_COLUMNS, one row per epoch
+    history: pd.DataFrame  # HISTORY_COLUMNS (+ VAL_COLUMNS with a validation split), per epoch
     train_mean: float
-    seconds: float  # everything: epochs and per-epoch test scoring
+    seconds: float  # everything: epochs and per-epoch scoring
     fit_seconds: float  # the epochs alone
     samples_per_second: float  # training samples per second of fit_seconds
+    best_epoch: int  # the epoch whose weights the model has (the last without validation)
+    n_fit: int  # ratings the SGD steps used (the train split less the validation part)
+
+
+VAL_COLUMNS = ("val_loss", "val_mse")
+
+
+def split_validation(train_df: pd.DataFrame, fraction: float,
+                     seed: int) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A seeded random ``fraction`` of the train split held out for early stopping."""
+    if fraction == 0:
+        return train_df, None
+    order = np.random.default_rng(seed).permutation(len(train_df))
+    n_val = round(len(train_df) * fraction)
+    if not 0 < n_val < len(train_df):
+        raise DataError(f"train: val_fraction={fraction} of {len(train_df)} ratings "
+                         "leaves an empty part (expected both parts non-empty)")
+    return (train_df.iloc[np.sort(order[n_val:])], train_df.iloc[np.sort(order[:n_val])])
 
 
 def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -286,41 +305,74 @@ def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.T
             tf.constant(df[RATING_COL].to_numpy(np.float32) - np.float32(mu)))
 
 
+def _scorer(loop: MomentumLoop, df: pd.DataFrame, mu: float):
+    users, movies, y = _as_tensors(df, mu)
+    target = y.numpy().astype(np.float64)
+    return lambda: float(np.mean((loop.predict(users, movies) - target) ** 2))
+
+
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
           params: TrainParams, verbose: int = 2) -> TrainResult:
-    """Fits the tutorial's model; the test split is only reported per epoch (its curve)."""
+    """Fits the tutorial's model.
+
+    The test split is only scored for the report (its per-epoch curve) and never decides
+    anything. With ``params.val_fraction > 0``, that fraction of the train split is held out;
+    training stops after ``params.patience`` epochs without a lower validation MSE, and the
+    model gets the weights of its best validation epoch.
+    """
     set_intra_op_threads(params.intra_op_threads)
     make_deterministic(params.seed)
-    mu = float(train_df[RATING_COL].to_numpy(np.float64).mean())
+    fit_df, val_df = split_validation(train_df, params.val_fraction, params.seed)
+    mu = float(fit_df[RATING_COL].to_numpy(np.float64).mean())
     centred = build_residual_model(n_users, n_movies, params.latent_dim, params.hidden_units)
     loop = MomentumLoop(RowSplitModel(centred), params.learning_rate, params.momentum,
                         params.batch_size, params.table_updates)
-    users, movies, y = _as_tensors(train_df, mu)
-    test_users, test_movies, test_y = _as_tensors(test_df, mu)
-    test_target = test_y.numpy().astype(np.float64)
+    users, movies, y = _as_tensors(fit_df, mu)
+    test_mse_now = _scorer(loop, test_df, mu)
+    val_mse_now = _scorer(loop, val_df, mu) if val_df is not None else None
     # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed.
     rng = np.random.default_rng(params.seed)
 
     rows = []
     fit_seconds = 0.0
+    best = (np.inf, 0, None)  # validation MSE, epoch, weights
     start = time.perf_counter()
     for epoch in range(1, params.epochs + 1):
-        order = tf.constant(rng.permutation(len(train_df)).astype(np.int32))
+        order = tf.constant(rng.permutation(len(fit_df)).astype(np.int32))
         tick = time.perf_counter()
         train_mse = loop.epoch(tf.gather(users, order), tf.gather(movies, order),
                                tf.gather(y, order), params.steps_per_execution)
         fit_seconds += time.perf_counter() - tick
-        test_mse = float(np.mean((loop.predict(test_users, test_movies) - test_target) ** 2))
-        rows.append((epoch, train_mse, test_mse, train_mse, test_mse))
+        test_mse = test_mse_now()
+        row = [epoch, train_mse, test_mse, train_mse, test_mse]  # no regulariser: loss = MSE
+        note = ""
+        if val_mse_now is not None:
+            val_mse = val_mse_now()
+            row += [val_mse, val_mse]
+            note = f", validation MSE {val_mse:.4f}"
+            if val_mse < best[0]:
+                best = (val_mse, epoch, [w.numpy() for w in centred.weights])
+        rows.append(row)
         if verbose:
-            print(f"epoch {epoch}/{params.epochs}: train MSE {train_mse:.4f}, "
+            print(f"epoch {epoch}/{params.epochs}: train MSE {train_mse:.4f}{note}, "
                   f"test MSE {test_mse:.4f} ({time.perf_counter() - tick:.1f} s)", flush=True)
+        if val_mse_now is not None and epoch - best[1] >= params.patience:
+            if verbose:
+                print(f"early stop: no better validation MSE for {params.patience} epochs; "
+                      f"keeping epoch {best[1]}'s weights", flush=True)
+            break
     seconds = time.perf_counter() - start
-    # No regulariser yet: the loss is the MSE.
-    history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).astype({"epoch": int})
+    columns = list(HISTORY_COLUMNS) + (list(VAL_COLUMNS) if val_df is not None else [])
+    history = pd.DataFrame(rows, columns=columns).astype({"epoch": int})
+    best_epoch = len(rows)
+    if val_df is not None:
+        best_epoch = best[1]
+        for weight, value in zip(centred.weights, best[2], strict=True):
+            weight.assign(value)
     return TrainResult(model=with_offset(centred, mu), history=history, train_mean=mu,
                        seconds=seconds, fit_seconds=fit_seconds,
-                       samples_per_second=len(train_df) * params.epochs / max(fit_seconds, 1e-9))
+                       samples_per_second=len(fit_df) * len(rows) / max(fit_seconds, 1e-9),
+                       best_epoch=best_epoch, n_fit=len(fit_df))
 
 
 def predict(model: keras.Model, df: pd.DataFrame) -> np.ndarray:
