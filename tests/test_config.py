@@ -54,6 +54,9 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"train": {"table_updates": 1}}, "train.table_updates = 1 (expected a string)"),
         ({"evaluate": {"bias_reg_user": -1}}, "evaluate.bias_reg_user = -1.0 (expected a number"),
         ({"evaluate": {"bias_epochs": 0}}, "evaluate.bias_epochs = 0 (expected an integer >= 1)"),
+        ({"train": {"model": "svd"}}, "train.model = 'svd' (expected one of residual, mf, deep)"),
+        ({"train": {"dropout": 1.0}}, "train.dropout = 1.0 (expected a number in [0, 1))"),
+        ({"train": {"val_fraction": 1}}, "train.val_fraction = 1.0 (expected a number in [0, 1)"),
         ({"train": {"intra_op_threads": -1}}, "train.intra_op_threads = -1 (expected an integer"),
     ],
 )

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from movierec.model import (
+    build_model,
     build_residual_model,
     expected_weight_count,
     load_model,
@@ -30,6 +31,49 @@ def test_layers_are_the_tutorials():
     assert model.get_layer("hidden").units == 400
     assert model.get_layer("elu").activation.__name__ == "elu"
     assert model.get_layer("side_out").units == 1
+
+
+@pytest.mark.parametrize(("kind", "by_hand"), [
+    # N=7, M=3, K=4, H=16
+    ("mf", 7 * 4 + 3 * 4 + 7 + 3),
+    ("deep", 7 * 4 + 3 * 4 + (2 * 4 * 16 + 16) + (16 + 1)),
+    ("residual", 7 * 4 + 3 * 4 + 7 + 3 + (2 * 4 * 16 + 16) + (16 + 1)),
+])
+def test_variants_build_the_intended_graphs(kind, by_hand):
+    model = build_model(kind, 7, 3, 4, 16)
+    assert model.count_params() == by_hand == expected_weight_count(7, 3, 4, 16, kind)
+    names = {layer.name for layer in model.layers}
+    assert ("dot" in names) == (kind != "deep")
+    assert ("hidden" in names) == (kind != "mf")
+    assert ("residual_sum" in names) == (kind == "residual")
+
+
+def test_mf_is_dot_plus_biases_and_deep_is_the_mlp():
+    users, movies = np.array([[0], [2]]), np.array([[1], [0]])
+    mf = build_model("mf", 3, 2, 4, 8)
+    u = mf.get_layer("user_embedding").embeddings.numpy()[users[:, 0]]
+    m = mf.get_layer("movie_embedding").embeddings.numpy()[movies[:, 0]]
+    bu = mf.get_layer("user_bias").embeddings.numpy()[users[:, 0], 0]
+    bm = mf.get_layer("movie_bias").embeddings.numpy()[movies[:, 0], 0]
+    np.testing.assert_allclose(mf.predict([users, movies], verbose=0)[:, 0],
+                               (u * m).sum(axis=1) + bu + bm, atol=1e-6)
+    deep = build_model("deep", 3, 2, 4, 8)
+    w1, b1 = (w.numpy() for w in deep.get_layer("hidden").weights)
+    w2, b2 = (w.numpy() for w in deep.get_layer("side_out").weights)
+    x = np.concatenate([deep.get_layer("user_embedding").embeddings.numpy()[users[:, 0]],
+                        deep.get_layer("movie_embedding").embeddings.numpy()[movies[:, 0]]], 1)
+    h = x @ w1 + b1
+    h = np.where(h > 0, h, np.expm1(h))  # elu
+    np.testing.assert_allclose(deep.predict([users, movies], verbose=0)[:, 0],
+                               (h @ w2 + b2)[:, 0], atol=1e-5)
+
+
+def test_dropout_is_a_layer_after_elu_only_when_asked():
+    assert "dropout" not in {layer.name for layer in build_model("residual", 4, 4, 2, 8).layers}
+    model = build_model("residual", 4, 4, 2, 8, dropout=0.3)
+    assert model.get_layer("dropout").rate == 0.3
+    with pytest.raises(ValueError, match="kind='svd'"):
+        build_model("svd", 4, 4)
 
 
 def test_output_is_sum_of_main_and_side_branch():

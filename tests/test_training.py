@@ -222,3 +222,14 @@ def test_early_stopping_keeps_the_best_validation_epoch(small_overfit):
     y = data.test["rating"].to_numpy()
     assert mse(y, predict(result.model, data.test)) == pytest.approx(
         history["test_mse"].iloc[best - 1], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mf", "deep"])
+def test_variants_train_with_the_same_loop(kind, prepared):
+    params = TrainParams(model=kind, epochs=2, seed=5, hidden_units=32, dropout=0.2)
+    result = train(prepared.train, prepared.test, len(prepared.users), len(prepared.movies),
+                   params, verbose=0)
+    result.model.get_layer("dot" if kind == "mf" else "hidden")  # raises if absent
+    y = prepared.test["rating"].to_numpy()
+    assert mse(y, predict(result.model, prepared.test)) < mse(y, np.full(len(y),
+                                                                          result.train_mean))

@@ -20,6 +20,8 @@ from movierec.movielens import RELEASE_NAMES
 DATASETS = ("synthetic", "file", *RELEASE_NAMES)
 # How SGD with momentum updates the embedding tables (movierec.training explains each).
 TABLE_UPDATES = ("lazy", "dense", "sparse")
+# The tutorial's network or one of its branches alone (movierec.model.build_model).
+MODELS = ("residual", "mf", "deep")
 
 
 def _expect(ok: bool, key: str, value: object, expected: str) -> None:
@@ -73,6 +75,8 @@ class PreprocessParams:
 class TrainParams:
     """The tutorial's model and optimiser."""
 
+    model: str = "residual"
+    dropout: float = 0.0
     latent_dim: int = 10
     hidden_units: int = 400
     epochs: int = 15
@@ -90,6 +94,8 @@ class TrainParams:
         for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution"):
             value = getattr(self, name)
             _expect(value >= 1, f"{prefix}.{name}", value, "an integer >= 1")
+        _expect(self.model in MODELS, f"{prefix}.model", self.model, "one of " + ", ".join(MODELS))
+        _expect(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", self.dropout, "a number in [0, 1)")
         _expect(self.table_updates in TABLE_UPDATES, f"{prefix}.table_updates",
                 self.table_updates, "one of " + ", ".join(TABLE_UPDATES))
         _expect(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction", self.val_fraction,

@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from movierec.config import MODELS
 from movierec.io import atomic_path
 
 USER_INPUT = "user"
@@ -23,43 +24,65 @@ MOVIE_INPUT = "movie"
 
 
 def build_residual_model(n_users: int, n_movies: int, latent_dim: int = 10,
-                         hidden_units: int = 400) -> keras.Model:
+                         hidden_units: int = 400, dropout: float = 0.0) -> keras.Model:
     """Builds the tutorial's network (centred output), layer for layer."""
+    return build_model("residual", n_users, n_movies, latent_dim, hidden_units, dropout)
+
+
+def build_model(kind: str, n_users: int, n_movies: int, latent_dim: int = 10,
+                hidden_units: int = 400, dropout: float = 0.0) -> keras.Model:
+    """The tutorial's network (``residual``) or one of its two branches alone.
+
+    ``mf``: the main branch, dot product plus biases (matrix factorisation, as the course's
+    sibling script). ``deep``: the side branch, concatenate -> Dense -> elu -> Dense(1).
+    ``dropout`` > 0 adds a Dropout layer after the side branch's elu.
+    """
+    if kind not in MODELS:
+        raise ValueError(f"build_model: received kind={kind!r} (expected one of "
+                         f"{', '.join(MODELS)})")
     for name, value in (("n_users", n_users), ("n_movies", n_movies),
                         ("latent_dim", latent_dim), ("hidden_units", hidden_units)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"build_residual_model: received {name}={value!r} "
+            raise ValueError(f"build_model: received {name}={value!r} "
                              "(expected a positive Python int)")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"build_model: received dropout={dropout!r} (expected [0, 1))")
     u = keras.Input(shape=(1,), dtype="int32", name=USER_INPUT)
     m = keras.Input(shape=(1,), dtype="int32", name=MOVIE_INPUT)
     u_embedding = layers.Embedding(n_users, latent_dim, name="user_embedding")(u)  # (b, 1, K)
     m_embedding = layers.Embedding(n_movies, latent_dim, name="movie_embedding")(m)
+    branches = []
 
-    # Main branch: u.m + b_u + b_m
-    u_bias = layers.Embedding(n_users, 1, name="user_bias")(u)  # (b, 1, 1)
-    m_bias = layers.Embedding(n_movies, 1, name="movie_bias")(m)
-    x = layers.Dot(axes=2, name="dot")([u_embedding, m_embedding])  # (b, 1, 1)
-    x = layers.Add(name="main_sum")([x, u_bias, m_bias])
-    x = layers.Flatten(name="main_flat")(x)  # (b, 1)
+    if kind in ("residual", "mf"):  # main branch: u.m + b_u + b_m
+        u_bias = layers.Embedding(n_users, 1, name="user_bias")(u)  # (b, 1, 1)
+        m_bias = layers.Embedding(n_movies, 1, name="movie_bias")(m)
+        x = layers.Dot(axes=2, name="dot")([u_embedding, m_embedding])  # (b, 1, 1)
+        x = layers.Add(name="main_sum")([x, u_bias, m_bias])
+        branches.append(layers.Flatten(name="main_flat")(x))  # (b, 1)
 
-    # Side branch: an MLP over the concatenated embeddings
-    y = layers.Concatenate(name="concat")([layers.Flatten(name="user_flat")(u_embedding),
-                                           layers.Flatten(name="movie_flat")(m_embedding)])
-    y = layers.Dense(hidden_units, name="hidden")(y)
-    y = layers.Activation("elu", name="elu")(y)
-    y = layers.Dense(1, name="side_out")(y)
+    if kind in ("residual", "deep"):  # side branch: an MLP over the concatenated embeddings
+        y = layers.Concatenate(name="concat")([layers.Flatten(name="user_flat")(u_embedding),
+                                               layers.Flatten(name="movie_flat")(m_embedding)])
+        y = layers.Dense(hidden_units, name="hidden")(y)
+        y = layers.Activation("elu", name="elu")(y)
+        if dropout > 0:
+            y = layers.Dropout(dropout, name="dropout")(y)
+        branches.append(layers.Dense(1, name="side_out")(y))
 
-    out = layers.Add(name="residual_sum")([x, y])
-    return keras.Model(inputs=[u, m], outputs=out, name="residual_recommender")
+    out = layers.Add(name="residual_sum")(branches) if len(branches) > 1 else branches[0]
+    names = {"residual": "residual_recommender", "mf": "mf_recommender",
+             "deep": "deep_recommender"}
+    return keras.Model(inputs=[u, m], outputs=out, name=names[kind])
 
 
-def expected_weight_count(n_users: int, n_movies: int, latent_dim: int, hidden_units: int) -> int:
-    """The tutorial's parameter count: embeddings, biases, Dense(2K -> H) and Dense(H -> 1)."""
+def expected_weight_count(n_users: int, n_movies: int, latent_dim: int, hidden_units: int,
+                          kind: str = "residual") -> int:
+    """Parameter count by formula: embeddings, plus biases (main branch), plus Dense(2K -> H)
+    and Dense(H -> 1) (side branch)."""
     embeddings = (n_users + n_movies) * latent_dim
     biases = n_users + n_movies
-    hidden = 2 * latent_dim * hidden_units + hidden_units
-    side_out = hidden_units + 1
-    return embeddings + biases + hidden + side_out
+    side = (2 * latent_dim * hidden_units + hidden_units) + (hidden_units + 1)
+    return embeddings + {"residual": biases + side, "mf": biases, "deep": side}[kind]
 
 
 def with_offset(centred: keras.Model, train_mean: float) -> keras.Model:

@@ -49,7 +49,7 @@ import tensorflow as tf
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
 from movierec.config import TABLE_UPDATES, TrainParams
 from movierec.errors import DataError
-from movierec.model import build_residual_model, with_offset
+from movierec.model import build_model, with_offset
 
 # Prediction-only batch size: it changes speed, never the predictions' values beyond float
 # rounding, so it is not a params.yaml knob.
@@ -324,7 +324,8 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
     make_deterministic(params.seed)
     fit_df, val_df = split_validation(train_df, params.val_fraction, params.seed)
     mu = float(fit_df[RATING_COL].to_numpy(np.float64).mean())
-    centred = build_residual_model(n_users, n_movies, params.latent_dim, params.hidden_units)
+    centred = build_model(params.model, n_users, n_movies, params.latent_dim,
+                          params.hidden_units, params.dropout)
     loop = MomentumLoop(RowSplitModel(centred), params.learning_rate, params.momentum,
                         params.batch_size, params.table_updates)
     users, movies, y = _as_tensors(fit_df, mu)
