@@ -1,7 +1,8 @@
 """Training the residual network as the tutorial does: MSE on centred ratings, SGD + momentum.
 
-The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs about 14 ms
-per batch of 128 on a 2-core CPU (shared/docs/anchors.md), and the time goes to two places:
+The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs 3.0-3.35 ms
+per batch of 128 on this project's 2-core CI machine (shared/docs/anchors.md says 13.7 ms), and
+the time goes to two places:
 
 * Keras' SGD updates the *whole* embedding tables on every step, because momentum keeps every
   row moving (138,493 x 10 user weights for 128 ratings), and Keras reads each table whole
@@ -19,10 +20,11 @@ Three ways to update the embedding tables (``train.table_updates``):
 * ``lazy`` (default): the tutorial's rule, Keras' SGD with momentum, computed only where it is
   needed. Under that rule a row the batch does not touch still moves: ``m = momentum * m`` and
   ``w += m`` on every step. Those steps have a closed form: after k untouched steps,
-  ``w += m * (momentum + ... + momentum^k)`` and ``m *= momentum^k``. Each table keeps the step at
-  which every row was last brought up to date, and a row is caught up just before a batch reads
-  it; every row is caught up at the end of each epoch, before the test split is scored and the
-  model is saved. Same rule, same result up to float rounding, at the cost of the touched rows.
+  ``w += m * (momentum + ... + momentum^k)`` and ``m *= momentum^k``. Each input (user, movie)
+  keeps the step at which every row was last brought up to date, and a row is caught up just
+  before a batch reads it; every row is caught up at the end of each epoch, before the test
+  split is scored and the model is saved. Same rule, same result up to float rounding, at the
+  cost of the touched rows.
 * ``dense``: the same rule computed the tutorial's way, every row of every table on every step
   (the reference the tests compare ``lazy`` against; about 6x slower at MovieLens-20M scale).
 * ``sparse``: TensorFlow 1's ``MomentumOptimizer`` rule for sparse gradients, a different rule:
@@ -167,7 +169,9 @@ class MomentumLoop:
         split = self.split
         step = self.step.assign_add(1)
         ids = [users, movies]
-        distinct = {f: tf.unique(ids[f]) for f in self.inputs}  # (rows, position of each id)
+        # (rows, position of each id); the dense rule needs neither.
+        distinct = ({f: tf.unique(ids[f]) for f in self.inputs}
+                    if self.table_updates != "dense" else {})
         if self.table_updates == "lazy":
             # Bring the batch's rows up to the end of the previous step before reading them.
             factors = {f: self._untouched_steps(step - 1 - tf.gather(self.row_step[f], rows))
