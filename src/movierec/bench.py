@@ -39,10 +39,10 @@ from pathlib import Path
 # carries ru_maxrss across exec, so a child would report its parent's peak).
 _READ_ONE = """
 import json, sys, time
+from movierec.cli import peak_memory_mib
 from movierec.readers import read_zip
 def peak_kb():
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    return peak_memory_mib() * 1024
 before = peak_kb()
 start = time.perf_counter()
 ratings, movies, source = read_zip(sys.argv[1], "ml-20m/ratings.csv", "csv",
@@ -160,14 +160,9 @@ def _tutorial_steps(train_df, n_users: int, n_movies: int, warmup: int) -> float
     import keras
     import numpy as np
 
-    from movierec.model import build_residual_model
     from movierec.training import model_inputs
 
-    keras.utils.set_random_seed(0)
-    model = build_residual_model(n_users, n_movies, 10, 400)
-    model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=TUTORIAL_LR,
-                                                             momentum=TUTORIAL_MOMENTUM),
-                  metrics=["mse"])
+    model = _tutorial_model(n_users, n_movies, seed=0)
     marks = {}
 
     class Clock(keras.callbacks.Callback):
@@ -262,21 +257,30 @@ def child_accuracy(path: str, n_ratings: str, epochs: str, seed: str) -> None:
                       "n_train": len(data.train), "n_test": len(data.test)}))
 
 
-def _tutorial_fit(train_df, test_df, n_users: int, n_movies: int, epochs: int,
-                  seed: int) -> float:
-    """The tutorial's training: test MSE after ``epochs`` epochs."""
+def _tutorial_model(n_users: int, n_movies: int, seed: int):
+    """The tutorial's network compiled as the tutorial does: MSE, SGD(0.08, momentum=0.9)."""
     import keras
-    import numpy as np
 
-    from movierec.metrics import mse
-    from movierec.model import build_residual_model, with_offset
-    from movierec.training import model_inputs, predict
+    from movierec.model import build_residual_model
 
-    keras.utils.set_random_seed(seed)  # the same initial weights as the project's, per seed
+    keras.utils.set_random_seed(seed)
     model = build_residual_model(n_users, n_movies, 10, 400)
     model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=TUTORIAL_LR,
                                                              momentum=TUTORIAL_MOMENTUM),
                   metrics=["mse"])
+    return model
+
+
+def _tutorial_fit(train_df, test_df, n_users: int, n_movies: int, epochs: int,
+                  seed: int) -> float:
+    """The tutorial's training: test MSE after ``epochs`` epochs."""
+    import numpy as np
+
+    from movierec.metrics import mse
+    from movierec.model import with_offset
+    from movierec.training import model_inputs, predict
+
+    model = _tutorial_model(n_users, n_movies, seed)  # the project's initial weights, per seed
     mu = float(train_df["rating"].to_numpy(np.float64).mean())
     x = model_inputs(train_df)
     y = train_df["rating"].to_numpy(np.float32) - np.float32(mu)
