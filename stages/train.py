@@ -37,7 +37,7 @@ def main() -> None:
     write_json(summary, args.metrics)
     print(f"train: {int(last['epoch'])} epochs x {result.n_fit:,} ratings in "
           f"{result.fit_seconds:.1f} s ({result.samples_per_second:,.0f} samples/s, "
-          f"table updates: {params.table_updates}), plus "
+          f"{params.optimizer}, table updates: {params.table_updates}), plus "
           f"{result.seconds - result.fit_seconds:.1f} s scoring per epoch; model from epoch "
           f"{result.best_epoch}: train MSE {best['train_mse']:.4f}, test MSE "
           f"{best['test_mse']:.4f}")

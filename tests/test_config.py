@@ -58,6 +58,16 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"train": {"dropout": 1.0}}, "train.dropout = 1.0 (expected a number in [0, 1))"),
         ({"train": {"val_fraction": 1}}, "train.val_fraction = 1.0 (expected a number in [0, 1)"),
         ({"train": {"intra_op_threads": -1}}, "train.intra_op_threads = -1 (expected an integer"),
+        ({"train": {"optimizer": "rmsprop"}}, "train.optimizer = 'rmsprop' (expected one of sgd"),
+        ({"train": {"optimizer": "adam"}},
+         "train.table_updates = 'lazy' (expected dense (Keras' Adam, every row) or sparse"),
+        ({"train": {"l2_embeddings": -0.1}}, "train.l2_embeddings = -0.1 (expected a number >= 0"),
+        ({"train": {"l2_dense": "0.1"}}, "train.l2_dense = '0.1' (expected a number)"),
+        ({"train": {"l2_embeddings_form": "rows"}},
+         "train.l2_embeddings_form = 'rows' (expected one of per_rating, whole_table)"),
+        ({"train": {"l2_embeddings": 0.1, "l2_embeddings_form": "whole_table",
+                    "table_updates": "sparse"}},
+         "train.table_updates = 'sparse' (expected lazy or dense with l2_embeddings_form"),
     ],
 )
 def test_bad_params_name_key_value_and_expectation(raw, fragment):

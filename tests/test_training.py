@@ -10,8 +10,9 @@ from movierec.preprocess import prepare
 from movierec.training import (
     HISTORY_COLUMNS,
     VAL_COLUMNS,
-    MomentumLoop,
     RowSplitModel,
+    TrainLoop,
+    UpdateRule,
     predict,
     split_validation,
     train,
@@ -72,8 +73,10 @@ def _tiny_model(seed=3):
     return build_residual_model(N_USERS, N_MOVIES, latent_dim=4, hidden_units=16)
 
 
-def _run_loop(model, users, movies, y, updates, lr=0.05, momentum=0.9, steps_per_call=5):
-    loop = MomentumLoop(RowSplitModel(model), lr, momentum, BATCH, updates)
+def _run_loop(model, users, movies, y, updates, lr=0.05, momentum=0.9, steps_per_call=5,
+              **rule):
+    rule = UpdateRule(learning_rate=lr, momentum=momentum, table_updates=updates, **rule)
+    loop = TrainLoop(RowSplitModel(model), BATCH, rule)
     return loop.epoch(tf.constant(users), tf.constant(movies), tf.constant(y), steps_per_call)
 
 
@@ -124,7 +127,7 @@ def test_sparse_rule_moves_only_touched_rows_by_tf1_sparse_momentum():
     users, movies, y = _tiny_data(n=BATCH * 2)
     model = _tiny_model()
     split = RowSplitModel(model)
-    loop = MomentumLoop(split, 0.05, 0.9, BATCH, "sparse")
+    loop = TrainLoop(split, BATCH, UpdateRule(learning_rate=0.05, table_updates="sparse"))
     tables = [t.numpy().copy() for t in split.tables]
     slots = [np.zeros_like(t) for t in tables]
     for step in range(2):
@@ -233,3 +236,147 @@ def test_variants_train_with_the_same_loop(kind, prepared):
     y = prepared.test["rating"].to_numpy()
     assert mse(y, predict(result.model, prepared.test)) < mse(y, np.full(len(y),
                                                                           result.train_mean))
+
+
+# Regularisation and Adam against Keras' own model.fit, which is the reference for both.
+
+def _keras_reference(users, movies, y, optimizer, l2_tables=0.0, l2_kernels=0.0):
+    """model.fit for one epoch in order, with Keras' own L2 regularisers on the weights."""
+    model = _tiny_model()
+    for v in model.trainable_variables:
+        table = "embedding" in v.path or "bias" in v.path.split("/")[0]
+        if table and l2_tables:
+            v.regularizer = keras.regularizers.L2(l2_tables)
+        elif v.path.endswith("/kernel") and l2_kernels:
+            v.regularizer = keras.regularizers.L2(l2_kernels)
+    model.compile(loss="mse", optimizer=optimizer)
+    fit = model.fit([users[:, None], movies[:, None]], y, batch_size=BATCH, epochs=1,
+                    shuffle=False, verbose=0)
+    return model, fit.history["loss"][0]
+
+
+def _assert_same_weights(ours, theirs, atol):
+    for a, b in zip(ours.weights, theirs.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=atol, err_msg=a.path)
+
+
+@pytest.mark.parametrize("updates", ["dense", "lazy"])
+def test_whole_table_and_dense_l2_are_keras_regularisers(updates):
+    users, movies, y = _tiny_data()
+    users[: BATCH * 6] %= N_USERS // 3  # rows left untouched for many steps still decay
+    reference, _ = _keras_reference(users, movies, y,
+                                    keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+                                    l2_tables=0.01, l2_kernels=0.003)
+    assert sum(float(v) for v in reference.losses) > 0  # the regularisers are in play
+    model = _tiny_model()
+    _run_loop(model, users, movies, y, updates, l2_embeddings=0.01,
+              l2_embeddings_form="whole_table", l2_dense=0.003)
+    _assert_same_weights(model, reference, atol=3e-6)
+
+
+@pytest.mark.parametrize("updates", ["dense", "lazy"])
+def test_lazy_whole_table_decay_matches_dense_over_long_gaps(updates):
+    # Row 0 is touched in the first batch only; for 39 steps it is pulled to 0 by the penalty
+    # while its momentum decays, which lazy computes from the matrix powers.
+    n = BATCH * 40
+    users = np.full(n, 1, np.int32)
+    users[:BATCH] = 0
+    movies = np.arange(n, dtype=np.int32) % N_MOVIES
+    y = np.random.default_rng(2).normal(size=n).astype(np.float32)
+    model = _tiny_model()
+    _run_loop(model, users, movies, y, updates, momentum=0.95, l2_embeddings=0.2,
+              l2_embeddings_form="whole_table")
+    if updates == "dense":
+        pytest.dense_weights = [w.numpy() for w in model.weights]
+        start = _tiny_model().get_layer("user_embedding").embeddings.numpy()
+        assert np.abs(model.get_layer("user_embedding").embeddings.numpy()[2:]).max() < \
+            0.5 * np.abs(start[2:]).max()  # never-touched rows have decayed towards 0
+        return
+    for ours, dense in zip(model.weights, pytest.dense_weights, strict=True):
+        np.testing.assert_allclose(ours.numpy(), dense, atol=1e-6, err_msg=ours.path)
+
+
+def test_adam_dense_is_keras_adam():
+    # Distinct ids within each batch: Keras 3 squares a repeated id's gradients one by one
+    # for Adam's second moment, while the loop squares the row's summed gradient (Adam's rule
+    # for the row's gradient); without repeats the two agree.
+    rng = np.random.default_rng(4)
+    users = np.concatenate([rng.permutation(N_USERS)[:BATCH] for _ in range(12)]).astype(np.int32)
+    movies = np.concatenate([rng.permutation(N_MOVIES)[:BATCH] for _ in range(12)]).astype(np.int32)
+    y = rng.normal(size=len(users)).astype(np.float32)
+    reference, keras_loss = _keras_reference(users, movies, y,
+                                             keras.optimizers.Adam(learning_rate=0.01))
+    model = _tiny_model()
+    loss = _run_loop(model, users, movies, y, "dense", lr=0.01, optimizer="adam")
+    _assert_same_weights(model, reference, atol=2e-6)
+    assert loss == pytest.approx(keras_loss, rel=1e-5)
+
+
+def test_sparse_adam_moves_only_touched_rows():
+    users, movies, y = _tiny_data(n=BATCH * 3)
+    users %= N_USERS // 2
+    model = _tiny_model()
+    _run_loop(model, users, movies, y, "sparse", lr=0.01, optimizer="adam")
+    before = _tiny_model().get_layer("user_embedding").embeddings.numpy()
+    after = model.get_layer("user_embedding").embeddings.numpy()
+    np.testing.assert_array_equal(after[N_USERS // 2:], before[N_USERS // 2:])
+    assert np.abs(after[: N_USERS // 2] - before[: N_USERS // 2]).min(axis=1).max() > 1e-3
+
+
+def test_per_rating_l2_pulls_each_row_by_its_count_in_the_batch():
+    # One plain SGD step (momentum 0) by hand: the penalty l2 * sum over the batch's ratings of
+    # their rows' squares, divided by the batch size, adds 2 * l2 * count / B * w to a row's
+    # gradient, where count is how many of the batch's ratings read it.
+    users, movies, y = _tiny_data(n=BATCH)
+    model = _tiny_model()
+    split = RowSplitModel(model)
+    start = [t.numpy().copy() for t in split.tables]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(split.forward([tf.constant(users),
+                                                       tf.constant(movies)], True) - y))
+    grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, split.tables)]
+    lr, l2 = 0.05, 0.1
+    loop = TrainLoop(split, BATCH, UpdateRule(learning_rate=lr, momentum=0.0,
+                                              table_updates="sparse", l2_embeddings=l2))
+    loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y),
+                   tf.constant(0), tf.constant(1))
+    for table, w, g, f in zip(split.tables, start, grads, split.feeds, strict=True):
+        ids = [users, movies][f]
+        count = np.bincount(ids, minlength=len(w))[:, None]
+        expected = w - lr * (g + 2 * l2 * count / BATCH * w)
+        np.testing.assert_allclose(table.numpy(), expected, atol=1e-6)
+
+
+def test_penalty_is_the_l2_terms_of_the_loss():
+    model = _tiny_model()
+    split = RowSplitModel(model)
+    users, movies = np.array([0, 0, 5]), np.array([1, 2, 2])
+    tables = {v.path.split("/")[0]: v.numpy().astype(np.float64) for v in model.weights}
+
+    def rows_sq(name, ids):
+        return np.sum(tables[name][ids] ** 2, axis=1).mean()
+    per_rating = 0.5 * (rows_sq("user_embedding", users) + rows_sq("movie_embedding", movies)
+                        + rows_sq("user_bias", users) + rows_sq("movie_bias", movies))
+    whole = 0.5 * sum(np.sum(tables[n] ** 2) for n in
+                      ("user_embedding", "movie_embedding", "user_bias", "movie_bias"))
+    kernels = 0.25 * sum(np.sum(v.numpy().astype(np.float64) ** 2) for v in model.weights
+                         if v.path.endswith("/kernel"))
+
+    def penalty(**rule):
+        return TrainLoop(split, BATCH, UpdateRule(**rule)).penalty(users, movies)
+    assert penalty() == 0.0
+    assert penalty(l2_embeddings=0.5) == pytest.approx(per_rating, rel=1e-9)
+    assert penalty(l2_embeddings=0.5, l2_embeddings_form="whole_table") == pytest.approx(
+        whole, rel=1e-9)
+    assert penalty(l2_dense=0.25) == pytest.approx(kernels, rel=1e-9)
+
+
+@pytest.mark.parametrize(("rule", "fragment"), [
+    ({"optimizer": "adam"}, "lazy table updates are for sgd"),
+    ({"table_updates": "sparse", "l2_embeddings": 0.1, "l2_embeddings_form": "whole_table"},
+     "needs lazy or dense"),
+    ({"optimizer": "rmsprop", "table_updates": "dense"}, "optimizer='rmsprop'"),
+])
+def test_loop_refuses_rules_it_cannot_compute(rule, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TrainLoop(RowSplitModel(_tiny_model()), BATCH, UpdateRule(**rule))

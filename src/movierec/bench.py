@@ -185,21 +185,10 @@ def _project_steps(train_df, n_users: int, n_movies: int, warmup: int,
     import tensorflow as tf
 
     from movierec.config import TrainParams
-    from movierec.model import build_residual_model
-    from movierec.training import (
-        MomentumLoop,
-        RowSplitModel,
-        _as_tensors,
-        make_deterministic,
-        set_intra_op_threads,
-    )
+    from movierec.training import _as_tensors, setup
 
     params = TrainParams(table_updates=table_updates)
-    set_intra_op_threads(params.intra_op_threads)
-    make_deterministic(params.seed)
-    model = build_residual_model(n_users, n_movies, params.latent_dim, params.hidden_units)
-    loop = MomentumLoop(RowSplitModel(model), params.learning_rate, params.momentum,
-                        params.batch_size, params.table_updates)
+    _, loop = setup(params, n_users, n_movies)
     users, movies, y = _as_tensors(train_df, float(train_df["rating"].mean()))
     split = warmup * params.batch_size
     loop.epoch(users[:split], movies[:split], y[:split], params.steps_per_execution)

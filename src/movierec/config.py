@@ -22,6 +22,12 @@ DATASETS = ("synthetic", "file", *RELEASE_NAMES)
 TABLE_UPDATES = ("lazy", "dense", "sparse")
 # The tutorial's network or one of its branches alone (movierec.model.build_model).
 MODELS = ("residual", "mf", "deep")
+# The tutorial's SGD with momentum, or Adam (Keras' defaults for its betas and epsilon).
+OPTIMIZERS = ("sgd", "adam")
+# Which embedding rows an L2 penalty weighs: per_rating = each rating's own user and movie rows,
+# as matrix factorisation does (Surprise's SVD); whole_table = every row on every step, as
+# Keras' embeddings_regularizer does (movierec.training explains both).
+L2_FORMS = ("per_rating", "whole_table")
 
 
 def _expect(ok: bool, key: str, value: object, expected: str) -> None:
@@ -81,8 +87,12 @@ class TrainParams:
     hidden_units: int = 400
     epochs: int = 15
     batch_size: int = 128
+    optimizer: str = "sgd"
     learning_rate: float = 0.08
     momentum: float = 0.9
+    l2_embeddings: float = 0.0
+    l2_embeddings_form: str = "per_rating"
+    l2_dense: float = 0.0
     seed: int = 2023
     table_updates: str = "lazy"
     steps_per_execution: int = 256
@@ -98,6 +108,22 @@ class TrainParams:
         _expect(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", self.dropout, "a number in [0, 1)")
         _expect(self.table_updates in TABLE_UPDATES, f"{prefix}.table_updates",
                 self.table_updates, "one of " + ", ".join(TABLE_UPDATES))
+        _expect(self.optimizer in OPTIMIZERS, f"{prefix}.optimizer", self.optimizer,
+                "one of " + ", ".join(OPTIMIZERS))
+        # lazy computes SGD's momentum-only steps in closed form; Adam's have none.
+        _expect(self.optimizer == "sgd" or self.table_updates != "lazy",
+                f"{prefix}.table_updates", self.table_updates,
+                "dense (Keras' Adam, every row) or sparse (touched rows only, as LazyAdam) "
+                "with optimizer adam; lazy is for sgd")
+        _expect(self.l2_embeddings_form in L2_FORMS, f"{prefix}.l2_embeddings_form",
+                self.l2_embeddings_form, "one of " + ", ".join(L2_FORMS))
+        for name in ("l2_embeddings", "l2_dense"):
+            value = getattr(self, name)
+            _expect(value >= 0, f"{prefix}.{name}", value, "a number >= 0; 0 = no penalty")
+        # sparse never visits untouched rows, so it cannot decay the whole table.
+        _expect(not (self.l2_embeddings > 0 and self.l2_embeddings_form == "whole_table"
+                     and self.table_updates == "sparse"), f"{prefix}.table_updates",
+                self.table_updates, "lazy or dense with l2_embeddings_form whole_table")
         _expect(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction", self.val_fraction,
                 "a number in [0, 1); 0 = no validation split, no early stopping")
         _expect(self.patience >= 1, f"{prefix}.patience", self.patience, "an integer >= 1")

@@ -49,7 +49,7 @@ import pandas as pd
 import tensorflow as tf
 
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
-from movierec.config import TABLE_UPDATES, TrainParams
+from movierec.config import OPTIMIZERS, TABLE_UPDATES, TrainParams
 from movierec.errors import DataError
 from movierec.model import build_model, with_offset
 
@@ -101,8 +101,8 @@ class RowSplitModel:
     """A Keras model split at its embedding lookups, for training with row updates.
 
     Every ``Embedding`` layer must read one of the model's inputs directly (true of the
-    tutorial's network). ``forward`` gathers the rows of each table for a batch of ids and runs
-    the remaining layers, the model's own, on them.
+    tutorial's network). ``lookup`` gathers the rows of each table for a batch of ids and
+    ``head`` runs the remaining layers, the model's own, on them.
     """
 
     def __init__(self, model: keras.Model):
@@ -118,124 +118,262 @@ class RowSplitModel:
                                 name=f"{model.name}_after_lookups")
         self.tables = [_tf_variable(layer.embeddings) for layer in layers]
         table_ids = {id(layer.embeddings) for layer in layers}
-        self.dense = [_tf_variable(v) for v in model.trainable_variables
-                      if id(v) not in table_ids]
+        rest = [v for v in model.trainable_variables if id(v) not in table_ids]
+        self.dense = [_tf_variable(v) for v in rest]
+        # Which of them are Dense kernels, the weights an L2 "kernel regulariser" penalises.
+        self.is_kernel = [v.path.endswith("/kernel") for v in rest]
 
-    def forward(self, ids: list[tf.Tensor], training: bool) -> tf.Tensor:
-        """Predictions (b,) for a batch of input ids (one (b,) tensor per model input).
+    def lookup(self, ids: list[tf.Tensor]) -> list[tf.Tensor]:
+        """Each table's rows (b, K) for a batch of input ids (one (b,) tensor per model input).
 
         ``tf.gather`` on the variable itself reads only the batch's rows, and its gradient is
         those rows' gradients (``tf.IndexedSlices``); reading a table whole, as Keras'
         ``Embedding`` does, would copy it on every step once rows have been updated in place.
         """
-        rows = [tf.gather(table, ids[f])[:, None, :]
-                for table, f in zip(self.tables, self.feeds, strict=True)]
-        return tf.reshape(self.tail(rows, training=training), [-1])
+        return [tf.gather(table, ids[f]) for table, f in zip(self.tables, self.feeds,
+                                                              strict=True)]
+
+    def head(self, rows: list[tf.Tensor], training: bool) -> tf.Tensor:
+        """Predictions (b,) from the gathered rows: the model's layers after the lookups."""
+        return tf.reshape(self.tail([r[:, None, :] for r in rows], training=training), [-1])
+
+    def forward(self, ids: list[tf.Tensor], training: bool) -> tf.Tensor:
+        """Predictions (b,) for a batch of input ids."""
+        return self.head(self.lookup(ids), training)
 
 
-class MomentumLoop:
-    """SGD with momentum over a :class:`RowSplitModel`, many steps per TensorFlow call."""
+# Keras' Adam defaults; only the learning rate is a params.yaml knob.
+ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 
-    def __init__(self, split: RowSplitModel, learning_rate: float, momentum: float,
-                 batch_size: int, table_updates: str = "lazy"):
-        if table_updates not in TABLE_UPDATES:
-            raise ValueError(f"MomentumLoop: received table_updates={table_updates!r} "
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """What one training step does to the weights: optimiser, table rule and L2 penalties.
+
+    ``l2_embeddings`` weighs the squared embedding and bias rows. ``per_rating``: each rating
+    of the batch adds its own user's and movie's rows, averaged over the batch like the squared
+    errors (the penalty of matrix factorisation, Surprise's SVD), so a row is pulled towards 0
+    in proportion to how often it is rated. ``whole_table``: every row of every table, on every
+    step (Keras' ``embeddings_regularizer=l2(...)``), so rarely rated rows decay between their
+    ratings. ``l2_dense`` adds the squared Dense kernels (Keras' ``kernel_regularizer``).
+    """
+
+    optimizer: str = "sgd"
+    learning_rate: float = 0.08
+    momentum: float = 0.9
+    table_updates: str = "lazy"
+    l2_embeddings: float = 0.0
+    l2_embeddings_form: str = "per_rating"
+    l2_dense: float = 0.0
+
+    @classmethod
+    def from_params(cls, params: TrainParams) -> UpdateRule:
+        return cls(params.optimizer, params.learning_rate, params.momentum,
+                   params.table_updates, params.l2_embeddings, params.l2_embeddings_form,
+                   params.l2_dense)
+
+    @property
+    def whole_table_l2(self) -> float:
+        return self.l2_embeddings if self.l2_embeddings_form == "whole_table" else 0.0
+
+    @property
+    def per_rating_l2(self) -> float:
+        return self.l2_embeddings if self.l2_embeddings_form == "per_rating" else 0.0
+
+
+def momentum_powers(n: int, learning_rate: float, momentum: float,
+                    decay: float) -> np.ndarray:
+    """Rows k = 0..n-1: the matrix M^k of k SGD-with-momentum steps on a row whose only
+    gradient is the whole-table L2 term ``decay * w`` (``decay`` = 2 * l2).
+
+    One such step is ``m = momentum * m - lr * decay * w; w += m``, linear in (w, m):
+    ``M = [[1 - a, momentum], [-a, momentum]]`` with ``a = lr * decay``. Returned as columns
+    (M00 - 1, M01, M10, M11), so that ``w += (M00 - 1) * w + M01 * m``; without a penalty
+    ``M01 = momentum + ... + momentum^k`` and ``M11 = momentum^k``. Computed in float64.
+    """
+    a = learning_rate * decay
+    step = np.array([[1.0 - a, momentum], [-a, momentum]])
+    out = np.empty((n, 4))
+    power = np.eye(2)
+    for k in range(n):
+        out[k] = power[0, 0] - 1.0, power[0, 1], power[1, 0], power[1, 1]
+        power = step @ power
+    return out
+
+
+class TrainLoop:
+    """The training loop over a :class:`RowSplitModel`, many steps per TensorFlow call."""
+
+    def __init__(self, split: RowSplitModel, batch_size: int, rule: UpdateRule = UpdateRule()):
+        if rule.table_updates not in TABLE_UPDATES:
+            raise ValueError(f"TrainLoop: received table_updates={rule.table_updates!r} "
                              f"(expected one of {', '.join(TABLE_UPDATES)})")
+        if rule.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainLoop: received optimizer={rule.optimizer!r} "
+                             f"(expected one of {', '.join(OPTIMIZERS)})")
+        if rule.optimizer == "adam" and rule.table_updates == "lazy":
+            raise ValueError("TrainLoop: lazy table updates are for sgd (received adam; "
+                             "expected dense or sparse)")
+        if rule.whole_table_l2 and rule.table_updates == "sparse":
+            raise ValueError("TrainLoop: a whole_table L2 penalty needs lazy or dense table "
+                             "updates (received sparse)")
         self.split = split
-        self.lr = learning_rate
-        self.mu = momentum
+        self.rule = rule
+        self.lr, self.mu = rule.learning_rate, rule.momentum
         self.batch_size = batch_size
-        self.table_updates = table_updates
-        self.table_slots = [tf.Variable(tf.zeros_like(t), trainable=False)
-                            for t in split.tables]
-        self.dense_slots = [tf.Variable(tf.zeros_like(v), trainable=False)
-                            for v in split.dense]
+        self.table_updates = rule.table_updates
+        self.adam = rule.optimizer == "adam"
+        # Optimiser state per weight: SGD's momentum, or Adam's first and second moments.
+        n_slots = 2 if self.adam else 1
+        self.table_slots = [[tf.Variable(tf.zeros_like(t), trainable=False)
+                             for _ in range(n_slots)] for t in split.tables]
+        self.dense_slots = [[tf.Variable(tf.zeros_like(v), trainable=False)
+                             for _ in range(n_slots)] for v in split.dense]
         # Steps taken so far, and for ``lazy`` the step each row is up to date with. Tables read
         # by the same input (user embedding and user bias) are touched together, so they share
         # one record per input.
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.inputs = sorted(set(split.feeds))
         sizes = {f: t.shape[0] for f, t in zip(split.feeds, split.tables, strict=True)}
+        self.lazy = rule.table_updates == "lazy"
         self.row_step = {f: tf.Variable(tf.zeros([sizes[f]], tf.int64), trainable=False)
-                         for f in self.inputs} if table_updates == "lazy" else {}
+                         for f in self.inputs} if self.lazy else {}
+        # lazy: M^k for k untouched steps (momentum_powers), grown as epochs need.
+        self.powers = tf.Variable(tf.zeros([0, 4]), shape=tf.TensorShape([None, 4]),
+                                  trainable=False)
+        self._n_powers = 0  # rows in self.powers (its static shape is unknown)
+        self._pending = 0  # steps since every row was last caught up
         spec = tf.TensorSpec([None], tf.int32)
-        self.run_steps = tf.function(self._run_steps, input_signature=[
+        self._run_steps_fn = tf.function(self._run_steps, input_signature=[
             spec, spec, tf.TensorSpec([None], tf.float32),
             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
         self.predict_batch = tf.function(self._predict_batch, input_signature=[spec, spec])
-        self.catch_up = tf.function(self._catch_up_all)
+        self._catch_up_fn = tf.function(self._catch_up_all)
+
+    def run_steps(self, users, movies, y, first_step, n_steps) -> tf.Tensor:
+        """Runs batches first_step .. first_step + n_steps - 1; returns their squared-error sum."""
+        self._pending += int(n_steps)
+        self._reserve_powers(self._pending + 1)
+        return self._run_steps_fn(users, movies, y, first_step, n_steps)
+
+    def _reserve_powers(self, n: int) -> None:
+        """Makes self.powers cover k = 0..n-1 untouched steps (lazy rule only)."""
+        if self.lazy and self._n_powers < n:
+            self._n_powers = max(n, 2 * self._n_powers)  # few rebuilds if called step by step
+            self.powers.assign(momentum_powers(
+                self._n_powers, self.lr, self.mu, 2.0 * self.rule.whole_table_l2
+            ).astype(np.float32))
+
+    def catch_up(self) -> None:
+        """Brings every row of every table up to the current step (lazy rule only)."""
+        self._catch_up_fn()
+        self._pending = 0
 
     def _step(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        split = self.split
+        split, rule = self.split, self.rule
         step = self.step.assign_add(1)
         ids = [users, movies]
         # (rows, position of each id); the dense rule needs neither.
         distinct = ({f: tf.unique(ids[f]) for f in self.inputs}
                     if self.table_updates != "dense" else {})
-        if self.table_updates == "lazy":
+        if self.lazy:
             # Bring the batch's rows up to the end of the previous step before reading them.
-            factors = {f: self._untouched_steps(step - 1 - tf.gather(self.row_step[f], rows))
-                       for f, (rows, _) in distinct.items()}
-            momenta = [self._catch_up_rows(table, slot, distinct[f][0], *factors[f])
-                       for table, slot, f in zip(split.tables, self.table_slots, split.feeds,
+            caught = [self._catch_up_rows(table, slots[0], distinct[f][0],
+                                          step - 1 - tf.gather(self.row_step[f],
+                                                               distinct[f][0]))
+                      for table, slots, f in zip(split.tables, self.table_slots, split.feeds,
                                                  strict=True)]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(split.tables + split.dense)
-            err = split.forward(ids, training=True) - y
+            rows = split.lookup(ids)
+            err = split.head(rows, training=True) - y
             loss = tf.reduce_mean(tf.square(err))
+            if rule.per_rating_l2:
+                loss += rule.per_rating_l2 * tf.add_n(
+                    [tf.reduce_sum(tf.square(r)) for r in rows]) / tf.cast(tf.size(y), tf.float32)
         grads = tape.gradient(loss, split.tables + split.dense)
         n_tables = len(split.tables)
-        for i, (table, slot, g, f) in enumerate(zip(split.tables, self.table_slots,
-                                                    grads[:n_tables], split.feeds, strict=True)):
+        decay = 2.0 * rule.whole_table_l2  # d/dw of l2 * w^2
+        if self.adam:
+            t = tf.cast(step, tf.float32)
+            alpha = (self.lr * tf.sqrt(1.0 - tf.pow(ADAM_BETA_2, t))
+                     / (1.0 - tf.pow(ADAM_BETA_1, t)))
+        for i, (table, slots, g, f) in enumerate(zip(split.tables, self.table_slots,
+                                                     grads[:n_tables], split.feeds, strict=True)):
             if self.table_updates == "dense":
-                self._dense_update(table, slot, tf.convert_to_tensor(g))
+                g = tf.convert_to_tensor(g)
+                if decay:
+                    g += decay * table
+                self._dense_update(table, slots, g, alpha if self.adam else None)
                 continue
-            rows, position = distinct[f]
-            g = tf.math.unsorted_segment_sum(g.values, position, tf.size(rows))
-            m = momenta[i] if self.table_updates == "lazy" else tf.gather(slot, rows)
+            rows_i, position = distinct[f]
+            g = tf.math.unsorted_segment_sum(g.values, position, tf.size(rows_i))
+            if self.adam:  # touched rows only: LazyAdam's rule
+                m, v = (tf.gather(s, rows_i) for s in slots)
+                m += (g - m) * (1.0 - ADAM_BETA_1)
+                v += (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
+                for s, value in zip(slots, (m, v), strict=True):
+                    s.scatter_update(tf.IndexedSlices(value, rows_i))
+                table.scatter_sub(tf.IndexedSlices(alpha * m / (tf.sqrt(v) + ADAM_EPSILON),
+                                                   rows_i))
+                continue
+            if self.lazy:
+                w, m = caught[i]
+                if decay:
+                    g += decay * w
+            else:
+                m = tf.gather(slots[0], rows_i)
             m = m * self.mu - self.lr * g
-            slot.scatter_update(tf.IndexedSlices(m, rows))
-            table.scatter_add(tf.IndexedSlices(m, rows))
+            slots[0].scatter_update(tf.IndexedSlices(m, rows_i))
+            table.scatter_add(tf.IndexedSlices(m, rows_i))
         for f, row_step in self.row_step.items():
-            rows = distinct[f][0]
-            row_step.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows), step), rows))
-        for var, slot, g in zip(split.dense, self.dense_slots, grads[n_tables:], strict=True):
-            self._dense_update(var, slot, g)
+            rows_f = distinct[f][0]
+            row_step.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows_f), step), rows_f))
+        for var, slots, g, kernel in zip(split.dense, self.dense_slots, grads[n_tables:],
+                                         split.is_kernel, strict=True):
+            if kernel and rule.l2_dense:
+                g += 2.0 * rule.l2_dense * var
+            self._dense_update(var, slots, g, alpha if self.adam else None)
         return tf.reduce_sum(tf.square(err))
 
-    def _dense_update(self, var: tf.Variable, slot: tf.Variable, g: tf.Tensor) -> None:
-        # Keras' SGD: m = momentum * m - lr * g; w += m.
-        slot.assign(slot * self.mu - self.lr * g)
-        var.assign_add(slot)
+    def _dense_update(self, var: tf.Variable, slots: list[tf.Variable], g: tf.Tensor,
+                      alpha: tf.Tensor | None) -> None:
+        if alpha is None:  # Keras' SGD: m = momentum * m - lr * g; w += m.
+            slots[0].assign(slots[0] * self.mu - self.lr * g)
+            var.assign_add(slots[0])
+            return
+        # Keras' Adam, with alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t).
+        m, v = slots
+        m.assign_add((g - m) * (1.0 - ADAM_BETA_1))
+        v.assign_add((tf.square(g) - v) * (1.0 - ADAM_BETA_2))
+        var.assign_sub(alpha * m / (tf.sqrt(v) + ADAM_EPSILON))
 
-    def _untouched_steps(self, k: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """For k steps with no gradient: the momentum's factor mu^k and the weights' drift
-        factor mu + mu^2 + ... + mu^k (columns, to scale rows)."""
-        decay = tf.pow(tf.constant(self.mu, tf.float32), tf.cast(k, tf.float32))
-        drift = self.mu * (1.0 - decay) / (1.0 - self.mu)  # momentum < 1 (params check it)
-        return decay[:, None], drift[:, None]
-
-    @staticmethod
-    def _catch_up_rows(table: tf.Variable, slot: tf.Variable, rows: tf.Tensor,
-                       decay: tf.Tensor, drift: tf.Tensor) -> tf.Tensor:
-        """Applies the momentum-only steps to ``rows``; returns their caught-up momentum (the
-        caller updates it, and the rows' step)."""
+    def _catch_up_rows(self, table: tf.Variable, slot: tf.Variable, rows: tf.Tensor,
+                       k: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor]:
+        """Applies k momentum-only steps to ``rows`` (k per row); returns their caught-up
+        weights (only with a whole-table penalty, whose gradient needs them) and momentum.
+        The caller updates the momentum and the rows' step."""
+        p = tf.gather(self.powers, k)
         m = tf.gather(slot, rows)
-        table.scatter_add(tf.IndexedSlices(m * drift, rows))
-        return m * decay
+        if not self.rule.whole_table_l2:  # M00 = 1, M10 = 0: w += M01 * m
+            table.scatter_add(tf.IndexedSlices(p[:, 1:2] * m, rows))
+            return None, p[:, 3:4] * m
+        w = tf.gather(table, rows)
+        delta = p[:, 0:1] * w + p[:, 1:2] * m
+        table.scatter_add(tf.IndexedSlices(delta, rows))
+        return w + delta, p[:, 2:3] * w + p[:, 3:4] * m
 
     def _catch_up_all(self) -> None:
-        """Brings every row of every table up to the current step (lazy rule only)."""
-        for table, slot, f in zip(self.split.tables, self.table_slots, self.split.feeds,
-                                  strict=True):
-            decay, drift = self._untouched_steps(self.step - self.row_step[f])
-            table.assign_add(slot * drift)
-            slot.assign(slot * decay)
+        for table, slots, f in zip(self.split.tables, self.table_slots, self.split.feeds,
+                                   strict=True):
+            p = tf.gather(self.powers, self.step - self.row_step[f])
+            w, m = table.read_value(), slots[0].read_value()
+            table.assign_add(p[:, 0:1] * w + p[:, 1:2] * m)
+            slots[0].assign(p[:, 2:3] * w + p[:, 3:4] * m)
         for row_step in self.row_step.values():
             row_step.assign(tf.fill(tf.shape(row_step), self.step.read_value()))
 
     def _run_steps(self, users, movies, y, first_step, n_steps):
-        """Runs batches first_step .. first_step + n_steps - 1; returns their squared-error sum."""
         sse = tf.constant(0.0)
         b = self.batch_size
         for i in tf.range(n_steps):
@@ -255,22 +393,42 @@ class MomentumLoop:
                  for s in range(0, n, PREDICT_BATCH_SIZE)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
+    def penalty(self, users: np.ndarray, movies: np.ndarray) -> float:
+        """The L2 terms of the loss at the current weights, for ratings (users, movies): what
+        the loss adds to the MSE (0 without regularisation)."""
+        rule, split = self.rule, self.split
+        total = 0.0
+        if rule.l2_dense:
+            total += rule.l2_dense * sum(float(np.sum(np.square(v.numpy(), dtype=np.float64)))
+                                         for v, k in zip(split.dense, split.is_kernel,
+                                                         strict=True) if k)
+        if rule.whole_table_l2:
+            total += rule.whole_table_l2 * sum(
+                float(np.sum(np.square(t.numpy(), dtype=np.float64))) for t in split.tables)
+        if rule.per_rating_l2 and len(users):
+            ids = [users, movies]
+            total += rule.per_rating_l2 * sum(
+                float(np.mean(np.sum(np.square(t.numpy(), dtype=np.float64), axis=1)[ids[f]]))
+                for t, f in zip(split.tables, split.feeds, strict=True))
+        return total
+
     def epoch(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor,
               steps_per_call: int) -> float:
         """One pass over (already shuffled) data; returns the mean squared error of its batches.
 
-        That is Keras' training "loss": the batch losses averaged, weighted by batch size, with
+        That is Keras' training MSE: the batch errors averaged, weighted by batch size, with
         the weights changing along the way. The last batch may be smaller, as in ``model.fit``.
         Afterwards every table row is up to date, so the model can be scored or saved.
         """
         n = int(users.shape[0])
         n_steps = -(-n // self.batch_size)
+        self._reserve_powers(self._pending + n_steps + 1)
         sse = 0.0
         for first in range(0, n_steps, steps_per_call):
             count = min(steps_per_call, n_steps - first)
             sse += float(self.run_steps(users, movies, y, tf.constant(first, tf.int32),
                                         tf.constant(count, tf.int32)))
-        if self.table_updates == "lazy":
+        if self.lazy:
             self.catch_up()
         return sse / n
 
@@ -309,10 +467,25 @@ def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.T
             tf.constant(df[RATING_COL].to_numpy(np.float32) - np.float32(mu)))
 
 
-def _scorer(loop: MomentumLoop, df: pd.DataFrame, mu: float):
+def _scorer(loop: TrainLoop, df: pd.DataFrame, mu: float):
+    """A function giving (MSE, loss) on ``df`` at the loop's current weights."""
     users, movies, y = _as_tensors(df, mu)
     target = y.numpy().astype(np.float64)
-    return lambda: float(np.mean((loop.predict(users, movies) - target) ** 2))
+
+    def score() -> tuple[float, float]:
+        error = float(np.mean((loop.predict(users, movies) - target) ** 2))
+        return error, error + loop.penalty(users.numpy(), movies.numpy())
+    return score
+
+
+def setup(params: TrainParams, n_users: int, n_movies: int) -> tuple[keras.Model, TrainLoop]:
+    """Threads, seeds, the centred model and its training loop, from the train params."""
+    set_intra_op_threads(params.intra_op_threads)
+    make_deterministic(params.seed)
+    centred = build_model(params.model, n_users, n_movies, params.latent_dim,
+                          params.hidden_units, params.dropout)
+    return centred, TrainLoop(RowSplitModel(centred), params.batch_size,
+                              UpdateRule.from_params(params))
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
@@ -324,17 +497,13 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
     training stops after ``params.patience`` epochs without a lower validation MSE, and the
     model gets the weights of its best validation epoch.
     """
-    set_intra_op_threads(params.intra_op_threads)
-    make_deterministic(params.seed)
     fit_df, val_df = split_validation(train_df, params.val_fraction, params.seed)
     mu = float(fit_df[RATING_COL].to_numpy(np.float64).mean())
-    centred = build_model(params.model, n_users, n_movies, params.latent_dim,
-                          params.hidden_units, params.dropout)
-    loop = MomentumLoop(RowSplitModel(centred), params.learning_rate, params.momentum,
-                        params.batch_size, params.table_updates)
+    centred, loop = setup(params, n_users, n_movies)
     users, movies, y = _as_tensors(fit_df, mu)
-    test_mse_now = _scorer(loop, test_df, mu)
-    val_mse_now = _scorer(loop, val_df, mu) if val_df is not None else None
+    score_test = _scorer(loop, test_df, mu)
+    score_val = _scorer(loop, val_df, mu) if val_df is not None else None
+    fit_ids = [fit_df[c].to_numpy() for c in (USER_IDX_COL, MOVIE_IDX_COL)]
     # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed.
     rng = np.random.default_rng(params.seed)
 
@@ -348,12 +517,13 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
         train_mse = loop.epoch(tf.gather(users, order), tf.gather(movies, order),
                                tf.gather(y, order), params.steps_per_execution)
         fit_seconds += time.perf_counter() - tick
-        test_mse = test_mse_now()
-        row = [epoch, train_mse, test_mse, train_mse, test_mse]  # no regulariser: loss = MSE
+        # Loss = MSE + the L2 terms (at the epoch's final weights), as Keras reports it.
+        test_mse, test_loss = score_test()
+        row = [epoch, train_mse + loop.penalty(*fit_ids), test_loss, train_mse, test_mse]
         note = ""
-        if val_mse_now is not None:
-            val_mse = val_mse_now()
-            row += [val_mse, val_mse]
+        if score_val is not None:
+            val_mse, val_loss = score_val()
+            row += [val_loss, val_mse]
             note = f", validation MSE {val_mse:.4f}"
             if val_mse < best[0]:
                 best = (val_mse, epoch, [w.numpy() for w in centred.weights])
@@ -361,7 +531,7 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
         if verbose:
             print(f"epoch {epoch}/{params.epochs}: train MSE {train_mse:.4f}{note}, "
                   f"test MSE {test_mse:.4f} ({time.perf_counter() - tick:.1f} s)", flush=True)
-        if val_mse_now is not None and epoch - best[1] >= params.patience:
+        if score_val is not None and epoch - best[1] >= params.patience:
             if verbose:
                 print(f"early stop: no better validation MSE for {params.patience} epochs; "
                       f"keeping epoch {best[1]}'s weights", flush=True)
