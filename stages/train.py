@@ -34,6 +34,8 @@ def main() -> None:
                "n_weights": int(result.model.count_params())}
     if "val_mse" in best:
         summary["val_mse"] = float(best["val_mse"])
+    if result.selection is not None:  # refit: the early-stopped run that chose the epochs
+        summary["selection"] = result.selection
     write_json(summary, args.metrics)
     print(f"train: {int(last['epoch'])} epochs x {result.n_fit:,} ratings in "
           f"{result.fit_seconds:.1f} s ({result.samples_per_second:,.0f} samples/s, "

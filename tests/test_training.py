@@ -1,3 +1,5 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -225,6 +227,25 @@ def test_early_stopping_keeps_the_best_validation_epoch(small_overfit):
     y = data.test["rating"].to_numpy()
     assert mse(y, predict(result.model, data.test)) == pytest.approx(
         history["test_mse"].iloc[best - 1], rel=1e-5)
+
+
+def test_refit_trains_on_the_whole_train_split_for_the_chosen_epochs(small_overfit):
+    data, params = small_overfit
+    n, m = len(data.users), len(data.movies)
+    refit = train(data.train, data.test, n, m, dataclasses.replace(params, refit=True),
+                  verbose=0)
+    chosen = train(data.train, data.test, n, m, params, verbose=0)
+    assert refit.selection["best_epoch"] == chosen.best_epoch
+    assert refit.selection["val_mse"] == chosen.history["val_mse"].min()
+    assert refit.n_fit == len(data.train)
+    # Known answer: the refit run is a plain run without a validation split, for that many
+    # epochs, from the same initial weights and shuffles.
+    plain = train(data.train, data.test, n, m, dataclasses.replace(
+        params, val_fraction=0.0, epochs=chosen.best_epoch), verbose=0)
+    assert refit.best_epoch == len(refit.history) == chosen.best_epoch
+    np.testing.assert_array_equal(refit.history.to_numpy(), plain.history.to_numpy())
+    for a, b in zip(refit.model.weights, plain.model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 @pytest.mark.parametrize("kind", ["mf", "deep"])

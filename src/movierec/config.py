@@ -99,6 +99,7 @@ class TrainParams:
     intra_op_threads: int = 1
     val_fraction: float = 0.0
     patience: int = 2
+    refit: bool = False
 
     def validate(self, prefix: str) -> None:
         for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution"):
@@ -127,6 +128,9 @@ class TrainParams:
         _expect(0.0 <= self.val_fraction < 1.0, f"{prefix}.val_fraction", self.val_fraction,
                 "a number in [0, 1); 0 = no validation split, no early stopping")
         _expect(self.patience >= 1, f"{prefix}.patience", self.patience, "an integer >= 1")
+        _expect(not self.refit or self.val_fraction > 0, f"{prefix}.refit", self.refit,
+                "false when val_fraction is 0 (refit trains for the epochs early stopping "
+                "chose on the validation split)")
         _expect(self.intra_op_threads >= 0, f"{prefix}.intra_op_threads", self.intra_op_threads,
                 "an integer >= 0 (0 = all cores)")
         _expect(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate,
@@ -162,7 +166,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _convert(value: object, annotation: object, key: str) -> object:
@@ -171,7 +175,7 @@ def _convert(value: object, annotation: object, key: str) -> object:
         return _build(annotation, value, key)
     expected = _TYPE_NAMES[annotation]
     # bool is a subclass of int in Python, but `epochs: true` is a mistake, not 1 epoch.
-    if isinstance(value, bool):
+    if isinstance(value, bool) != (annotation is bool):
         _expect(False, key, value, expected)
     if annotation is float and isinstance(value, int):
         return float(value)

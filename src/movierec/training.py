@@ -39,6 +39,7 @@ Keras' rule in all three. ``python -m movierec.bench speed`` measures them again
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -443,6 +444,9 @@ class TrainResult:
     samples_per_second: float  # training samples per second of fit_seconds
     best_epoch: int  # the epoch whose weights the model has (the last without validation)
     n_fit: int  # ratings the SGD steps used (the train split less the validation part)
+    # With refit: the early-stopped run that chose the epoch count (best_epoch, epochs_run,
+    # val_mse, n_fit); the fields above describe the final run on the whole train split.
+    selection: dict | None = None
 
 
 VAL_COLUMNS = ("val_loss", "val_mse")
@@ -495,9 +499,32 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
     The test split is only scored for the report (its per-epoch curve) and never decides
     anything. With ``params.val_fraction > 0``, that fraction of the train split is held out;
     training stops after ``params.patience`` epochs without a lower validation MSE, and the
-    model gets the weights of its best validation epoch.
+    model gets the weights of its best validation epoch. With ``params.refit``, the model is
+    then trained again from the same initial weights on the whole train split, for the number
+    of epochs early stopping chose: the held-out ratings are used for fitting too.
     """
     fit_df, val_df = split_validation(train_df, params.val_fraction, params.seed)
+    result = _fit(fit_df, val_df, test_df, n_users, n_movies, params, params.epochs, verbose)
+    if not params.refit:
+        return result
+    if verbose:
+        print(f"refit: early stopping chose {result.best_epoch} epochs; training again on all "
+              f"{len(train_df):,} ratings of the train split", flush=True)
+    final = _fit(train_df, None, test_df, n_users, n_movies, params, result.best_epoch, verbose)
+    samples = result.samples_per_second * result.fit_seconds + final.n_fit * final.best_epoch
+    fit_seconds = result.fit_seconds + final.fit_seconds
+    return dataclasses.replace(
+        final, seconds=result.seconds + final.seconds, fit_seconds=fit_seconds,
+        samples_per_second=samples / max(fit_seconds, 1e-9),
+        selection={"best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                   "val_mse": float(result.history["val_mse"].iloc[result.best_epoch - 1]),
+                   "n_fit": result.n_fit})
+
+
+def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFrame,
+         n_users: int, n_movies: int, params: TrainParams, epochs: int,
+         verbose: int) -> TrainResult:
+    """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``."""
     mu = float(fit_df[RATING_COL].to_numpy(np.float64).mean())
     centred, loop = setup(params, n_users, n_movies)
     users, movies, y = _as_tensors(fit_df, mu)
@@ -511,7 +538,7 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
     fit_seconds = 0.0
     best = (np.inf, 0, None)  # validation MSE, epoch, weights
     start = time.perf_counter()
-    for epoch in range(1, params.epochs + 1):
+    for epoch in range(1, epochs + 1):
         order = tf.constant(rng.permutation(len(fit_df)).astype(np.int32))
         tick = time.perf_counter()
         train_mse = loop.epoch(tf.gather(users, order), tf.gather(movies, order),
@@ -529,7 +556,7 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
                 best = (val_mse, epoch, [w.numpy() for w in centred.weights])
         rows.append(row)
         if verbose:
-            print(f"epoch {epoch}/{params.epochs}: train MSE {train_mse:.4f}{note}, "
+            print(f"epoch {epoch}/{epochs}: train MSE {train_mse:.4f}{note}, "
                   f"test MSE {test_mse:.4f} ({time.perf_counter() - tick:.1f} s)", flush=True)
         if score_val is not None and epoch - best[1] >= params.patience:
             if verbose:
