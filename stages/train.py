@@ -37,12 +37,17 @@ def main() -> None:
     if result.selection is not None:  # refit: the early-stopped run that chose the epochs
         summary["selection"] = result.selection
     write_json(summary, args.metrics)
-    print(f"train: {int(last['epoch'])} epochs x {result.n_fit:,} ratings in "
-          f"{result.fit_seconds:.1f} s ({result.samples_per_second:,.0f} samples/s, "
-          f"{params.optimizer}, table updates: {params.table_updates}), plus "
+    runs = f"{int(last['epoch'])} epochs x {result.n_fit:,} ratings"
+    if result.selection is not None:
+        sel = result.selection
+        runs = (f"{sel['epochs_run']} epochs x {sel['n_fit']:,} ratings (early-stopped, chose "
+                f"{sel['best_epoch']}), then the refit's {runs},")
+    print(f"train: {runs} in {result.fit_seconds:.1f} s ({result.samples_per_second:,.0f} "
+          f"samples/s, {params.optimizer}, table updates: {params.table_updates}), plus "
           f"{result.seconds - result.fit_seconds:.1f} s scoring per epoch; model from epoch "
           f"{result.best_epoch}: train MSE {best['train_mse']:.4f}, test MSE "
           f"{best['test_mse']:.4f}")
+
 
 if __name__ == "__main__":
     run_stage(main)

@@ -74,3 +74,27 @@ def test_ingest_then_preprocess_on_a_small_twin(tmp_path):
     # Only the declared outputs: no temporary files left beside them.
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
         "m.parquet", "test.parquet", "train.parquet", "u.parquet"]
+
+
+def test_train_stage_with_refit_records_the_selection_run(tmp_path):
+    params = params_file(tmp_path, data={"synthetic": {"n_ratings": 3000, "seed": 1}},
+                         train={"epochs": 4, "val_fraction": 0.2, "patience": 1, "refit": True,
+                                "hidden_units": 16, "l2_embeddings": 0.05, "l2_dense": 0.01})
+    for name, args in (("ingest", ["--download-dir", ".", "--ratings", "r.parquet",
+                                   "--movies", "m.parquet"]),
+                       ("preprocess", ["--ratings", "r.parquet", "--movies", "m.parquet",
+                                       "--train", "train.parquet", "--test", "test.parquet",
+                                       "--user-index", "u.parquet", "--movie-index", "v.parquet"]),
+                       ("train", ["--train", "train.parquet", "--test", "test.parquet",
+                                  "--user-index", "u.parquet", "--movie-index", "v.parquet",
+                                  "--model", "model.keras", "--history", "history.csv",
+                                  "--metrics", "train.json"])):
+        done = run_stage(name, "--params", str(params), *args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    summary = yaml.safe_load((tmp_path / "train.json").read_text())
+    selection = summary["selection"]
+    assert summary["n_fit"] == summary["n_train"] == 2400  # the refit used every train rating
+    assert selection["n_fit"] == 1920  # the selection run held 20% out
+    assert summary["epochs"] == summary["best_epoch"] == selection["best_epoch"]
+    assert selection["best_epoch"] <= selection["epochs_run"] <= 4
+    assert "refit: early stopping chose" in done.stdout

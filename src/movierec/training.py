@@ -31,6 +31,11 @@ Three ways to update the embedding tables (``train.table_updates``):
   a row's momentum is kept, decayed and applied only on the steps that touch it, so an untouched
   row does not move.
 
+Beyond the tutorial (``UpdateRule``): L2 penalties on the embedding rows (per rating, or the
+whole table on every step, which ``lazy`` applies to untouched rows in closed form too) and on
+the Dense kernels, and Adam, computed on every row (``dense``, Keras' Adam) or on the touched
+rows only (``sparse``, LazyAdam's rule).
+
 Duplicate ids in a batch are summed first in ``lazy`` and ``sparse``, so each row is updated once
 per step and every scatter has distinct indices (deterministic on any device). Dense layers use
 Keras' rule in all three. ``python -m movierec.bench speed`` measures them against the tutorial's
