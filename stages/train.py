@@ -1,5 +1,7 @@
 """DVC stage `train`: fits the tutorial's residual network and saves it as .keras."""
 
+import shutil
+
 from movierec.cli import run_stage, stage_parser
 from movierec.config import load_params
 from movierec.io import read_parquet, write_csv, write_json
@@ -16,13 +18,16 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="output: .keras model")
     parser.add_argument("--history", required=True, help="output: per-epoch curves (csv)")
     parser.add_argument("--metrics", required=True, help="output: training summary (json)")
+    parser.add_argument("--checkpoint-dir", help="scratch: per-epoch checkpoints, so that a "
+                        "killed run resumes from its last completed epoch (removed on success)")
     args = parser.parse_args()
     params = load_params(args.params).train
 
     n_users = len(read_parquet(args.user_index, columns=["user_idx"]))
     n_movies = len(read_parquet(args.movie_index, columns=["movie_idx"]))
     train_df, test_df = read_parquet(args.train), read_parquet(args.test)
-    result = train(train_df, test_df, n_users, n_movies, params)
+    result = train(train_df, test_df, n_users, n_movies, params,
+                   checkpoint_dir=args.checkpoint_dir)
 
     save_model(result.model, args.model)
     write_csv(result.history, args.history)
@@ -37,6 +42,8 @@ def main() -> None:
     if result.selection is not None:  # refit: the early-stopped run that chose the epochs
         summary["selection"] = result.selection
     write_json(summary, args.metrics)
+    if args.checkpoint_dir:  # every output is in place: the checkpoints are no longer needed
+        shutil.rmtree(args.checkpoint_dir, ignore_errors=True)
     runs = f"{int(last['epoch'])} epochs x {result.n_fit:,} ratings"
     if result.selection is not None:
         sel = result.selection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +27,14 @@ def peak_memory_mib() -> float | None:
         return None
 
 
+class Terminated(Exception):
+    """SIGTERM, raised in the main thread so that temporary files are cleaned up on the way."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Runs a stage: the project's errors become one line on stderr and exit status 1.
 
@@ -33,6 +42,8 @@ def run_stage(main: Callable[[], None]) -> None:
     decide whether a dataset fits a machine (``movierec.bench`` reads this line).
     """
     start = time.perf_counter()
+    # By default SIGTERM ends the process on the spot; as an exception it unwinds like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
     except MovieRecError as exc:
@@ -42,6 +53,9 @@ def run_stage(main: Callable[[], None]) -> None:
         # Outputs are written atomically, so an interrupted stage leaves no partial file.
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        sys.exit(143)
     name = Path(sys.argv[0]).stem
     peak = peak_memory_mib()
     memory = f", peak memory {peak:.0f} MiB" if peak is not None else ""

@@ -48,12 +48,14 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from movierec import checkpoint
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
 from movierec.config import OPTIMIZERS, TABLE_UPDATES, TrainParams
 from movierec.errors import DataError
@@ -255,6 +257,11 @@ class TrainLoop:
             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
         self.predict_batch = tf.function(self._predict_batch, input_signature=[spec, spec])
         self._catch_up_fn = tf.function(self._catch_up_all)
+
+    def state_variables(self) -> list[tf.Variable]:
+        """The optimiser's state: with the model's variables, all a resumed run needs."""
+        slots = [s for group in self.table_slots + self.dense_slots for s in group]
+        return [self.step, *slots, *self.row_step.values()]
 
     def run_steps(self, users, movies, y, first_step, n_steps) -> tf.Tensor:
         """Runs batches first_step .. first_step + n_steps - 1; returns their squared-error sum."""
@@ -498,7 +505,8 @@ def setup(params: TrainParams, n_users: int, n_movies: int) -> tuple[keras.Model
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
-          params: TrainParams, verbose: int = 2) -> TrainResult:
+          params: TrainParams, verbose: int = 2,
+          checkpoint_dir: str | Path | None = None) -> TrainResult:
     """Fits the tutorial's model.
 
     The test split is only scored for the report (its per-epoch curve) and never decides
@@ -507,15 +515,22 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
     model gets the weights of its best validation epoch. With ``params.refit``, the model is
     then trained again from the same initial weights on the whole train split, for the number
     of epochs early stopping chose: the held-out ratings are used for fitting too.
+
+    With ``checkpoint_dir``, every completed epoch is checkpointed there, and a run with the
+    same params and data resumes from the last one, ending exactly as an uninterrupted run.
     """
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fit_df, val_df = split_validation(train_df, params.val_fraction, params.seed)
-    result = _fit(fit_df, val_df, test_df, n_users, n_movies, params, params.epochs, verbose)
+    result = _fit(fit_df, val_df, test_df, n_users, n_movies, params, params.epochs, verbose,
+                  folder / "select.npz" if folder and params.refit else
+                  folder / "train.npz" if folder else None)
     if not params.refit:
         return result
     if verbose:
         print(f"refit: early stopping chose {result.best_epoch} epochs; training again on all "
               f"{len(train_df):,} ratings of the train split", flush=True)
-    final = _fit(train_df, None, test_df, n_users, n_movies, params, result.best_epoch, verbose)
+    final = _fit(train_df, None, test_df, n_users, n_movies, params, result.best_epoch, verbose,
+                 folder / "refit.npz" if folder else None)
     samples = result.samples_per_second * result.fit_seconds + final.n_fit * final.best_epoch
     fit_seconds = result.fit_seconds + final.fit_seconds
     return dataclasses.replace(
@@ -527,9 +542,10 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
 
 
 def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFrame,
-         n_users: int, n_movies: int, params: TrainParams, epochs: int,
-         verbose: int) -> TrainResult:
-    """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``."""
+         n_users: int, n_movies: int, params: TrainParams, epochs: int, verbose: int,
+         checkpoint_path: Path | None = None) -> TrainResult:
+    """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``,
+    checkpointed after every epoch to ``checkpoint_path`` and resumed from it."""
     mu = float(fit_df[RATING_COL].to_numpy(np.float64).mean())
     centred, loop = setup(params, n_users, n_movies)
     users, movies, y = _as_tensors(fit_df, mu)
@@ -538,12 +554,40 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
     fit_ids = [fit_df[c].to_numpy() for c in (USER_IDX_COL, MOVIE_IDX_COL)]
     # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed.
     rng = np.random.default_rng(params.seed)
+    state = list(centred.variables) + loop.state_variables()
 
     rows = []
     fit_seconds = 0.0
     best = (np.inf, 0, None)  # validation MSE, epoch, weights
+    seconds_before = 0.0
+    if checkpoint_path is not None:
+        digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
+                                        n_users=n_users, n_movies=n_movies)
+        saved = checkpoint.load(checkpoint_path, digest)
+        if saved is None and checkpoint_path.exists() and verbose:
+            print(f"train: ignoring {checkpoint_path} (other params or data, or unreadable)",
+                  flush=True)
+        if saved is not None:
+            meta, arrays = saved
+            for i, var in enumerate(state):
+                var.assign(arrays[f"state_{i}"])
+            rows = meta["rows"]
+            fit_seconds, seconds_before = meta["fit_seconds"], meta["seconds"]
+            if meta["best_epoch"]:
+                best = (meta["best_val"], meta["best_epoch"],
+                        [arrays[f"best_{i}"] for i in range(len(centred.weights))])
+            for _ in rows:  # the shuffles already used
+                rng.permutation(len(fit_df))
+            if verbose:
+                print(f"train: resuming after epoch {len(rows)} from {checkpoint_path}",
+                      flush=True)
+
+    def stopped() -> bool:
+        return score_val is not None and bool(rows) and len(rows) - best[1] >= params.patience
+
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    while len(rows) < epochs and not stopped():
+        epoch = len(rows) + 1
         order = tf.constant(rng.permutation(len(fit_df)).astype(np.int32))
         tick = time.perf_counter()
         train_mse = loop.epoch(tf.gather(users, order), tf.gather(movies, order),
@@ -563,12 +607,18 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
         if verbose:
             print(f"epoch {epoch}/{epochs}: train MSE {train_mse:.4f}{note}, "
                   f"test MSE {test_mse:.4f} ({time.perf_counter() - tick:.1f} s)", flush=True)
-        if score_val is not None and epoch - best[1] >= params.patience:
-            if verbose:
-                print(f"early stop: no better validation MSE for {params.patience} epochs; "
-                      f"keeping epoch {best[1]}'s weights", flush=True)
-            break
-    seconds = time.perf_counter() - start
+        if checkpoint_path is not None:
+            arrays = {f"state_{i}": var.numpy() for i, var in enumerate(state)}
+            if best[2] is not None:
+                arrays.update({f"best_{i}": w for i, w in enumerate(best[2])})
+            checkpoint.save(checkpoint_path, {
+                "fingerprint": digest, "rows": rows, "fit_seconds": fit_seconds,
+                "seconds": seconds_before + time.perf_counter() - start,
+                "best_val": float(best[0]), "best_epoch": best[1]}, arrays)
+    if stopped() and verbose:
+        print(f"early stop: no better validation MSE for {params.patience} epochs; "
+              f"keeping epoch {best[1]}'s weights", flush=True)
+    seconds = seconds_before + time.perf_counter() - start
     columns = list(HISTORY_COLUMNS) + (list(VAL_COLUMNS) if val_df is not None else [])
     history = pd.DataFrame(rows, columns=columns).astype({"epoch": int})
     best_epoch = len(rows)

@@ -1,0 +1,133 @@
+"""A killed training run resumes from its last completed epoch and ends as if never stopped."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from movierec import checkpoint
+from movierec.config import TrainParams
+from movierec.preprocess import prepare
+from movierec.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(twin_30k):
+    return prepare(twin_30k.ratings, twin_30k.movies, test_fraction=0.2, seed=1)
+
+
+# Early stopping, refit, a penalty and dropout: every piece of state a resumed run must restore.
+PARAMS = TrainParams(epochs=5, seed=5, hidden_units=16, val_fraction=0.2, patience=2,
+                     refit=True, l2_embeddings=0.05, dropout=0.2)
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.history.to_numpy(), b.history.to_numpy())
+    assert a.selection == b.selection
+    for x, y in zip(a.model.weights, b.model.weights, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_after", [1, 4, 6])  # in the selection run, at its end, in refit
+def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, tmp_path, monkeypatch,
+                                                          kill_after):
+    n, m = len(data.users), len(data.movies)
+    whole = train(data.train, data.test, n, m, PARAMS, verbose=0)
+    saves = []
+    real_save = checkpoint.save
+
+    def save_then_die(path, meta, arrays):
+        real_save(path, meta, arrays)
+        saves.append(path.name)
+        if len(saves) == kill_after:
+            raise Killed
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        train(data.train, data.test, n, m, PARAMS, verbose=0, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    resumed = train(data.train, data.test, n, m, PARAMS, verbose=0, checkpoint_dir=tmp_path)
+    _same(resumed, whole)
+
+
+def test_checkpoint_of_other_params_is_ignored(data, tmp_path, capsys):
+    n, m = len(data.users), len(data.movies)
+    plain = dataclasses.replace(PARAMS, refit=False, epochs=2)
+    train(data.train, data.test, n, m, plain, verbose=0, checkpoint_dir=tmp_path)
+    other = dataclasses.replace(plain, learning_rate=0.05)
+    again = train(data.train, data.test, n, m, other, verbose=1, checkpoint_dir=tmp_path)
+    assert "ignoring" in capsys.readouterr().out
+    _same(again, train(data.train, data.test, n, m, other, verbose=0))
+
+
+# The real stage, killed by a signal while it trains.
+
+def _stage(name, params, cwd, *args, wait=True):
+    cmd = [sys.executable, str(ROOT / "stages" / f"{name}.py"), "--params", str(params), *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+TRAIN_ARGS = ["--train", "train.parquet", "--test", "test.parquet", "--user-index", "u.parquet",
+              "--movie-index", "v.parquet", "--model", "out/model.keras", "--history",
+              "out/history.csv", "--metrics", "out/train.json", "--checkpoint-dir", "ckpt"]
+
+
+@pytest.fixture(scope="module")
+def stage_dir(tmp_path_factory):
+    """A prepared small twin and params for a train stage of many short epochs."""
+    cwd = tmp_path_factory.mktemp("stage")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["synthetic"] = {"n_ratings": 20_000, "seed": 1}
+    raw["train"].update(epochs=12, hidden_units=16, val_fraction=0.1, patience=20,
+                        refit=True)
+    params = cwd / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    _stage("ingest", params, cwd, "--download-dir", ".", "--ratings", "r.parquet",
+           "--movies", "m.parquet")
+    _stage("preprocess", params, cwd, "--ratings", "r.parquet", "--movies", "m.parquet",
+           "--train", "train.parquet", "--test", "test.parquet", "--user-index", "u.parquet",
+           "--movie-index", "v.parquet")
+    reference = _stage("train", params, cwd, *TRAIN_ARGS)
+    assert not (cwd / "ckpt").exists()  # removed once the outputs are in place
+    return cwd, params, (cwd / "out" / "train.json").read_text(), reference
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_killed_train_stage_leaves_no_output_and_resumes(stage_dir, sig):
+    cwd, params, reference_metrics, _ = stage_dir
+    for out in (cwd / "out").iterdir():
+        out.unlink()
+    proc = _stage("train", params, cwd, *TRAIN_ARGS, wait=False)
+    deadline = time.monotonic() + 240
+    while not (cwd / "ckpt" / "select.npz").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig], stderr
+    # No model, history or metrics, and no temporary file: only whole checkpoints.
+    assert list((cwd / "out").iterdir()) == []
+    assert {p.name for p in (cwd / "ckpt").iterdir()} <= {"select.npz", "refit.npz"}
+    resumed = _stage("train", params, cwd, *TRAIN_ARGS)
+    assert "resuming after epoch" in resumed.stdout
+    assert (cwd / "out" / "train.json").read_text() == reference_metrics
+    assert not (cwd / "ckpt").exists()
