@@ -1,7 +1,9 @@
 import pandas as pd
 import pytest
 
+from movierec.config import DataParams
 from movierec.errors import DataError
+from movierec.ingest import load_dataset
 from movierec.io import atomic_path, write_parquet
 from movierec.readers import read_ratings_path
 
@@ -59,3 +61,11 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
     assert pd.read_parquet(target)["a"].tolist() == [1]  # the previous output survives
+
+
+def test_repeated_pairs_keep_the_last_rating_and_are_counted(tmp_path):
+    f = write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n"
+              "1,10,4.0,100\n2,10,3.0,101\n1,10,2.5,102\n1,11,5.0,103\n1,10,1.0,104\n")
+    ratings, _, note = load_dataset(DataParams(dataset="file", path=str(f)), tmp_path)
+    assert ratings.values.tolist() == [[2, 10, 3.0, 101], [1, 11, 5.0, 103], [1, 10, 1.0, 104]]
+    assert "dropped 2 repeated (user, movie) rating(s), keeping the last" in note

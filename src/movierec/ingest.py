@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from movierec import synthetic
-from movierec.columns import RATING_COL, USER_COL
+from movierec.columns import MOVIE_COL, RATING_COL, USER_COL
 from movierec.config import DataParams
 from movierec.download import sha256_of
 from movierec.errors import DataError
@@ -55,9 +55,35 @@ def load_file(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return ratings, movies, note
 
 
+def drop_duplicate_pairs(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keeps the last rating of each (user, movie) pair, in file order; returns how many went.
+
+    A user rates a movie once in every MovieLens release; in a file of one's own a repeated
+    pair is most often a re-rating appended later, so the last one wins. A duplicate left in
+    would be counted twice by training and could sit in both the train and the test split.
+    """
+    key = (ratings[USER_COL].to_numpy(np.int64) << 32) | ratings[MOVIE_COL].to_numpy(np.int64)
+    repeated = pd.Series(key).duplicated(keep="last").to_numpy()
+    n = int(repeated.sum())
+    if n == 0:
+        return ratings, 0
+    return ratings.loc[~repeated].reset_index(drop=True), n
+
+
 def load_dataset(params: DataParams, download_dir: str | Path
                  ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Returns the canonical (ratings, movies) tables for ``params.dataset`` and a log note."""
+    """Returns the canonical (ratings, movies) tables for ``params.dataset`` and a log note
+    (which says how many duplicate (user, movie) ratings were dropped, if any)."""
+    ratings, movies, note = _load(params, download_dir)
+    ratings, n = drop_duplicate_pairs(ratings)
+    if n:
+        note += (f"; dropped {n:,} repeated (user, movie) rating(s), keeping the last of "
+                 "each pair")
+    return ratings, movies, note
+
+
+def _load(params: DataParams, download_dir: str | Path
+          ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     if params.dataset == "synthetic":
         twin = synthetic.generate(params.synthetic.n_ratings, params.synthetic.seed)
         return twin.ratings, twin.movies, (f"synthetic twin of ML-20M, seed "
