@@ -32,6 +32,11 @@ def test_reads_grouplens_ratings_csv(tmp_path):
         ("userId,movieId,rating,timestamp\n1,2,3.5,5\n1,3,3.25,6\n", "row 2, column rating"),
         ("userId,movieId,rating,timestamp\nx,2,3.5,5\n", "userId"),
         ("userId,movieId,rating,timestamp\n1,2,3.5\n", "Expected 4 columns, got 3"),
+        ("userId,movieId,rating,timestamp\n1,2,3.5,5,9\n", "got 5: 1,2,3.5,5,9"),
+        ("userId,movieId,rating,timestamp\n1,2,nan,5\n", "row 1, column rating: missing value"),
+        ("1\t2\t3\t4\n5\t6\t7\t8\n", "row 2, column rating: value 7.0"),
+        ("1::2::3::4\n1::2::3\n", "Expected 7 columns, got 5"),
+        ("userId,movieId,rating,timestamp\n1,2,3.5,5\n1,2,3", "Expected 4 columns, got 3"),
         ("userId,movieId,rating,timestamp\n1,2,,5\n", "missing value"),
     ],
 )
