@@ -131,3 +131,36 @@ def test_killed_train_stage_leaves_no_output_and_resumes(stage_dir, sig):
     assert "resuming after epoch" in resumed.stdout
     assert (cwd / "out" / "train.json").read_text() == reference_metrics
     assert not (cwd / "ckpt").exists()
+
+
+def test_ingest_killed_at_any_moment_leaves_old_or_new_outputs_whole(tmp_path):
+    # Previous outputs from another seed; then runs for a new seed killed at growing delays.
+    # Every file must be the previous one or the new one, complete, and nothing else may exist.
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = tmp_path / "params.yaml"
+    args = ["--download-dir", ".", "--ratings", "out/r.parquet", "--movies", "out/m.parquet"]
+
+    def run(seed, wait=True):
+        raw["data"]["synthetic"] = {"n_ratings": 600_000, "seed": seed}
+        params.write_text(yaml.safe_dump(raw))
+        return _stage("ingest", params, tmp_path, *args, wait=wait)
+
+    run(1)
+    old = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    run(2)
+    new = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert old.keys() == new.keys() == {"r.parquet", "m.parquet"} and old != new
+    seen = set()
+    for delay in (0.3, 0.8, 1.3, 1.8, 2.3, 2.8):
+        for name, data in old.items():
+            (tmp_path / "out" / name).write_bytes(data)
+        proc = run(2, wait=False)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+        assert files.keys() == old.keys(), sorted(files)  # no temporary file left behind
+        for name, data in files.items():
+            assert data in (old[name], new[name]), name
+            seen.add("new" if data == new[name] and data != old[name] else "old")
+    assert "old" in seen  # some kills landed before the outputs were replaced
