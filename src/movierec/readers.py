@@ -117,8 +117,23 @@ def _read_table(stream: BinaryIO | str, name: str, read: pacsv.ReadOptions,
         found = re.search(r"In CSV column #(\d+): ", first)
         if found and int(found.group(1)) < len(columns):
             first = first.replace(found.group(0), f"column {columns[int(found.group(1))]}: ")
+        row = re.search(r"Expected \d+ columns, got \d+: (.*)$", first)
+        line = _line_number(stream, row.group(1)) if row and isinstance(stream, str) else None
+        if line is not None:
+            first = f"line {line}: {first}"
         raise DataError(f"{name}: {first} (expected integer userId and movieId, a numeric "
                         "rating and a timestamp on every row)") from None
+
+
+def _line_number(path: str, text: str) -> int | None:
+    """The first line of ``path`` that reads ``text`` (pyarrow quotes a bad row, not its
+    number); None if none does, e.g. when pyarrow shortened it. Only runs on the error path."""
+    target = text.rstrip("\r")
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if raw.decode("utf-8", errors="replace").rstrip("\r\n") == target:
+                return number
+    return None
 
 
 def _header_of(stream: BinaryIO | str) -> list[str]:
