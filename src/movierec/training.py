@@ -20,7 +20,8 @@ Three ways to update the embedding tables (``train.table_updates``):
 * ``lazy`` (default): the tutorial's rule, Keras' SGD with momentum, computed only where it is
   needed. Under that rule a row the batch does not touch still moves: ``m = momentum * m`` and
   ``w += m`` on every step. Those steps have a closed form: after k untouched steps,
-  ``w += m * (momentum + ... + momentum^k)`` and ``m *= momentum^k``. Each input (user, movie)
+  ``w += m * (momentum + ... + momentum^k)`` and ``m *= momentum^k``, read from a table over k
+  (``momentum_powers``, which also covers a whole-table L2 decay). Each input (user, movie)
   keeps the step at which every row was last brought up to date, and a row is caught up just
   before a batch reads it; every row is caught up at the end of each epoch, before the test
   split is scored and the model is saved. Same rule, same result up to float rounding, at the
