@@ -44,6 +44,9 @@ def run_stage(main: Callable[[], None]) -> None:
     start = time.perf_counter()
     # By default SIGTERM ends the process on the spot; as an exception it unwinds like Ctrl-C.
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it ignored; a stage
+    # asked to stop should stop either way (and clean up, as KeyboardInterrupt does).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
     except MovieRecError as exc:
