@@ -488,10 +488,11 @@ def _scorer(loop: TrainLoop, df: pd.DataFrame, mu: float):
     """A function giving (MSE, loss) on ``df`` at the loop's current weights."""
     users, movies, y = _as_tensors(df, mu)
     target = y.numpy().astype(np.float64)
+    ids = (users.numpy(), movies.numpy())
 
     def score() -> tuple[float, float]:
         error = float(np.mean((loop.predict(users, movies) - target) ** 2))
-        return error, error + loop.penalty(users.numpy(), movies.numpy())
+        return error, error + loop.penalty(*ids)
     return score
 
 
@@ -577,8 +578,7 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
             if meta["best_epoch"]:
                 best = (meta["best_val"], meta["best_epoch"],
                         [arrays[f"best_{i}"] for i in range(len(centred.weights))])
-            for _ in rows:  # the shuffles already used
-                rng.permutation(len(fit_df))
+            rng.bit_generator.state = meta["rng"]  # where the shuffles had got to
             if verbose:
                 print(f"train: resuming after epoch {len(rows)} from {checkpoint_path}",
                       flush=True)
@@ -615,7 +615,8 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
             checkpoint.save(checkpoint_path, {
                 "fingerprint": digest, "rows": rows, "fit_seconds": fit_seconds,
                 "seconds": seconds_before + time.perf_counter() - start,
-                "best_val": float(best[0]), "best_epoch": best[1]}, arrays)
+                "best_val": float(best[0]), "best_epoch": best[1],
+                "rng": rng.bit_generator.state}, arrays)
     if stopped() and verbose:
         print(f"early stop: no better validation MSE for {params.patience} epochs; "
               f"keeping epoch {best[1]}'s weights", flush=True)
