@@ -46,7 +46,9 @@ def uninterrupted(data):
     return train(data.train, data.test, len(data.users), len(data.movies), PARAMS, verbose=0)
 
 
-@pytest.mark.parametrize("kill_after", [1, 4, 6])  # in the selection run, at its end, in refit
+# The selection run here has 5 epochs (then refit 4): killed after its first, after its last
+# (done, refit not begun) and in the middle of the refit.
+@pytest.mark.parametrize("kill_after", [1, 5, 7])
 def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, tmp_path,
                                                           monkeypatch, kill_after):
     n, m = len(data.users), len(data.movies)
