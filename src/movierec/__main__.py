@@ -1,0 +1,105 @@
+"""`python -m movierec` (or the `movierec` console script): ask the trained pipeline.
+
+    python -m movierec recommend --user 42 -n 10 [--json] [--fallback popular]
+    python -m movierec similar --movie 1 -n 10 [--json]
+
+Both read the pipeline's current outputs (model, id mappings, movies, train split), whose paths
+dvc.yaml declares; run them in the project folder after `dvc repro` (or pass --root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from movierec.errors import MovieRecError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} (expected a positive integer)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} (expected a positive integer)")
+    return value
+
+
+def _id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} (expected an integer MovieLens id)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="movierec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("recommend", help="a user's top-n unrated movies")
+    rec.add_argument("--user", type=_id, required=True, help="MovieLens userId")
+    rec.add_argument("--fallback", choices=["popular"],
+                     help="for an unknown user, the most popular movies instead of an error")
+    sim = sub.add_parser("similar", help="the movies nearest to a movie (cosine, embeddings)")
+    sim.add_argument("--movie", type=_id, required=True, help="MovieLens movieId")
+    for p in (rec, sim):
+        p.add_argument("-n", type=_positive, default=10, help="how many movies (default 10)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--root", default=".", help="the project folder (default: .)")
+    return parser
+
+
+def _table(items, value_header: str, value_format: str) -> str:
+    width = max([len(i.title) for i in items] + [5])
+    lines = [f"{'rank':>4}  {value_header:>9}  {'title':<{width}}  genres"]
+    lines += [f"{i.rank:>4}  {format(i.value, value_format):>9}  {i.title:<{width}}  {i.genres}"
+              for i in items]
+    return "\n".join(lines)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from movierec.paths import pipeline_paths
+    from movierec.query import Recommender, UnknownIdError
+
+    recommender = Recommender.load(pipeline_paths(args.root))
+    if args.command == "similar":
+        items = recommender.similar(args.movie, args.n)
+        header = f"{len(items)} movies nearest to movie {args.movie} " \
+                 f"({recommender.titles[recommender.movie_index(args.movie)]})"
+        payload = {"movieId": args.movie, "similar": [i.as_dict("similarity") for i in items]}
+        body = _table(items, "cosine", ".3f")
+    else:
+        try:
+            items = recommender.recommend(args.user, args.n)
+            header = f"top {len(items)} for user {args.user} (predicted rating, 0.5-5 stars)"
+            payload = {"userId": args.user, "fallback": None,
+                       "recommendations": [i.as_dict("predicted_rating") for i in items]}
+            body = _table(items, "predicted", ".2f")
+        except UnknownIdError as exc:
+            if args.fallback != "popular":
+                raise
+            items = recommender.popular(args.n)
+            header = f"{exc}; showing the {len(items)} most popular movies instead (--fallback " \
+                     "popular)"
+            payload = {"userId": args.user, "fallback": "popular", "note": str(exc),
+                       "recommendations": [i.as_dict("train_ratings") for i in items]}
+            body = _table(items, "ratings", ".0f")
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(header)
+        print(body)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        sys.exit(run(argv))
+    except MovieRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

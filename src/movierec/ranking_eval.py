@@ -1,0 +1,88 @@
+"""The evaluate stage's ranking section: the model's lists next to two baselines' lists.
+
+All three are scored by ``movierec.ranking`` on the same users with the same protocol: the
+model's lists come from the recommend stage (scored once per run), the most-popular list ranks
+movies by their number of train ratings, and the bias list by the movie bias of the user +
+movie bias model (the user's own bias and the mean do not change a user's order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from movierec import ranking
+from movierec.columns import MOVIE_COL, USER_COL
+from movierec.errors import DataError
+from movierec.recommend import RANK_COL
+
+METRICS = ("precision", "recall", "ndcg", "map", "map_at_k")
+
+
+def lists_from_table(top_n: pd.DataFrame, users: np.ndarray, user_ids: np.ndarray,
+                     movie_ids: np.ndarray, k: int, source: str) -> np.ndarray:
+    """The recommend stage's lists as a (len(users), k) matrix of movie indices, -1 padded.
+
+    ``user_ids`` / ``movie_ids`` map indices to MovieLens ids (ascending, as preprocess
+    writes them). A user without a list gets an empty row.
+    """
+    longest = int(top_n[RANK_COL].max()) if len(top_n) else 0
+    if longest < k:
+        raise DataError(f"{source}: lists of at most {longest} movies (expected at least "
+                        f"evaluate.k = {k}; set recommend.n >= evaluate.k)")
+    top_n = top_n[top_n[RANK_COL] <= k]
+    u = np.searchsorted(user_ids, top_n[USER_COL].to_numpy())
+    m = np.searchsorted(movie_ids, top_n[MOVIE_COL].to_numpy())
+    u_ok = (u < len(user_ids)) & (user_ids[np.minimum(u, len(user_ids) - 1)]
+                                 == top_n[USER_COL].to_numpy())
+    m_ok = (m < len(movie_ids)) & (movie_ids[np.minimum(m, len(movie_ids) - 1)]
+                                  == top_n[MOVIE_COL].to_numpy())
+    if not (u_ok.all() and m_ok.all()):
+        raise DataError(f"{source}: ids that the user or movie index does not hold (expected "
+                        "lists written from the same preprocess outputs; rerun dvc repro)")
+    row_of_user = np.full(len(user_ids), -1, np.int64)
+    row_of_user[users] = np.arange(len(users))
+    rows = row_of_user[u]
+    keep = rows >= 0
+    out = np.full((len(users), k), ranking.PAD, np.int64)
+    out[rows[keep], top_n[RANK_COL].to_numpy()[keep] - 1] = m[keep]
+    return out
+
+
+def evaluation_users(train_indptr: np.ndarray, rel_indptr: np.ndarray, test_users: np.ndarray,
+                     sample: int, seed: int) -> tuple[np.ndarray, dict]:
+    """The users ranked: test users with a train rating and a relevant test movie, all of them
+    or a seeded sample of ``sample``; and the counts of those left out."""
+    in_test = np.zeros(len(train_indptr) - 1, bool)
+    in_test[test_users] = True
+    has_train = np.diff(train_indptr) > 0
+    has_relevant = np.diff(rel_indptr) > 0
+    users = np.flatnonzero(in_test & has_train & has_relevant)
+    counts = {"test_users": int(in_test.sum()),
+              "without_train_ratings": int((in_test & ~has_train).sum()),
+              "without_relevant": int((in_test & has_train & ~has_relevant).sum())}
+    if sample and sample < len(users):
+        users = np.sort(np.random.default_rng(seed).choice(users, sample, replace=False))
+    return users, counts
+
+
+def ranking_report(model_lists: np.ndarray, users: np.ndarray, counts: dict,
+                   train_indptr: np.ndarray, train_indices: np.ndarray, rel_indptr: np.ndarray,
+                   rel_indices: np.ndarray, movie_bias: np.ndarray, k: int,
+                   threshold: float) -> dict:
+    """The ``ranking`` section of metrics/test.json."""
+    n_movies = len(movie_bias)
+    popularity = np.bincount(train_indices, minlength=n_movies).astype(np.float64)
+    rel = ranking.csr_take(rel_indptr, rel_indices, users)
+    lists = {
+        "model": model_lists,
+        "popularity": ranking.top_k_global_order(popularity, train_indptr, train_indices,
+                                                 users, k),
+        "biases": ranking.top_k_global_order(movie_bias, train_indptr, train_indices, users, k),
+    }
+    report: dict = {"k": k, "relevance_threshold": threshold, "users": len(users),
+                    "users_left_out": counts}
+    for name, recommended in lists.items():
+        result = ranking.ranking_metrics(recommended, *rel, k)
+        report[name] = {metric: result[metric] for metric in METRICS}
+    return report
