@@ -1,15 +1,19 @@
-"""DVC stage `evaluate`: test MSE/RMSE/MAE against two baselines, and the figures."""
+"""DVC stage `evaluate`: test MSE/RMSE/MAE and top-k ranking quality against baselines, and
+the figures."""
 
 import pandas as pd
 
 from movierec import plots
 from movierec.baselines import fit_biases
 from movierec.cli import run_stage, stage_parser
-from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
+from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USER_IDX_COL
 from movierec.config import load_params
+from movierec.errors import DataError
 from movierec.io import read_parquet, write_csv, write_json
 from movierec.metrics import per_star, rating_metrics
 from movierec.model import load_model, train_mean_of
+from movierec.ranking import csr_by_user, relevant_pairs
+from movierec.ranking_eval import evaluation_users, lists_from_table, ranking_report
 from movierec.training import predict
 
 
@@ -18,6 +22,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="input: trained .keras model")
     parser.add_argument("--train", required=True, help="input: train split (for the baseline)")
     parser.add_argument("--test", required=True, help="input: test split")
+    parser.add_argument("--top-n", required=True, help="input: the recommend stage's lists")
+    parser.add_argument("--user-index", required=True, help="input: user_idx -> userId")
+    parser.add_argument("--movie-index", required=True, help="input: movie_idx -> movieId")
     parser.add_argument("--history", required=True, help="input: per-epoch curves from train")
     parser.add_argument("--metrics", required=True, help="output: test metrics (json)")
     parser.add_argument("--per-star", required=True, help="output: error per true rating (csv)")
@@ -41,6 +48,28 @@ def main() -> None:
                         params.bias_reg_user, params.bias_reg_movie, params.bias_epochs)
     bias_pred = biases.predict(test_df[USER_IDX_COL].to_numpy(), test_df[MOVIE_IDX_COL].to_numpy())
     report = rating_metrics(y_true, y_pred, train_mean_of(model), bias_pred)
+
+    # Ranking: the full catalogue, the model's lists from the recommend stage.
+    train_indptr, train_indices = csr_by_user(train_df[USER_IDX_COL].to_numpy(),
+                                              train_df[MOVIE_IDX_COL].to_numpy(), n_users)
+    rel_users, rel_movies = relevant_pairs(test_df[USER_IDX_COL].to_numpy(),
+                                           test_df[MOVIE_IDX_COL].to_numpy(), y_true,
+                                           params.relevance_threshold)
+    rel_indptr, rel_indices = csr_by_user(rel_users, rel_movies, n_users)
+    users, counts = evaluation_users(train_indptr, rel_indptr, test_df[USER_IDX_COL].to_numpy(),
+                                     params.ranking_users, params.ranking_seed)
+    if len(users) == 0:
+        raise DataError(f"{args.test}: no test user has a train rating and a test rating >= "
+                        f"evaluate.relevance_threshold = {params.relevance_threshold} "
+                        "(expected at least one; lower the threshold)")
+    model_lists = lists_from_table(
+        read_parquet(args.top_n), users,
+        read_parquet(args.user_index, columns=[USER_COL])[USER_COL].to_numpy(),
+        read_parquet(args.movie_index, columns=[MOVIE_COL])[MOVIE_COL].to_numpy(),
+        params.k, args.top_n)
+    report["ranking"] = ranking_report(model_lists, users, counts, train_indptr, train_indices,
+                                       rel_indptr, rel_indices, biases.movie, params.k,
+                                       params.relevance_threshold)
     write_json(report, args.metrics)
     write_csv(pd.DataFrame(per_star(y_true, y_pred)), args.per_star)
 
@@ -53,6 +82,12 @@ def main() -> None:
           f"MAE {report['mae']:.4f} on {report['n_test']:,} ratings; "
           f"baselines: global mean MSE {report['global_mean']['mse']:.4f}, user + movie biases "
           f"MSE {report['bias_baseline']['mse']:.4f}")
+    rank = report["ranking"]
+    for name in ("model", "popularity", "biases"):
+        r = rank[name]
+        print(f"evaluate: ranking@{rank['k']} over {rank['users']:,} users, {name}: precision "
+              f"{r['precision']:.4f}, recall {r['recall']:.4f}, NDCG {r['ndcg']:.4f}, "
+              f"MAP {r['map']:.4f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DVC stage `preprocess`: contiguous user/movie indices, seeded shuffle, train/test split."""
+"""DVC stage `preprocess`: contiguous user/movie indices, seeded train/test split."""
 
 from movierec.cli import run_stage, stage_parser
 from movierec.config import load_params
@@ -18,14 +18,15 @@ def main() -> None:
     params = load_params(args.params).preprocess
 
     ratings = validate_ratings(read_parquet(args.ratings), args.ratings)
-    prepared = prepare(ratings, read_parquet(args.movies), params.test_fraction, params.seed)
+    prepared = prepare(ratings, read_parquet(args.movies), params.test_fraction, params.seed,
+                       split=params.split)
     write_parquet(prepared.train, args.train)
     write_parquet(prepared.test, args.test)
     write_parquet(prepared.users, args.user_index)
     write_parquet(prepared.movies, args.movie_index)
     print(f"preprocess: {len(prepared.users):,} users x {len(prepared.movies):,} movies; "
           f"train {len(prepared.train):,}, test {len(prepared.test):,} ratings "
-          f"(test_fraction={params.test_fraction}, seed={params.seed})")
+          f"(split={params.split}, test_fraction={params.test_fraction}, seed={params.seed})")
 
 
 if __name__ == "__main__":

@@ -20,3 +20,18 @@ def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
     assert len(ratios) == 4 and float(ratios[0]) == 1.0
     assert len(re.findall(r"test MSE \d\.\d{4} mean", out)) == 4
     assert re.search(r"^accuracy check: (passed|FAILED)", out, re.M)
+
+
+def test_bench_recommend_runs_every_part(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "movierec.bench", "recommend", "--n-ratings", "20000",
+         "--candidates", "20", "--xla-blocks", "2", "--queries", "20",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert re.search(r"^recommend, exact: [\d.]+ s, peak memory [\d,]+ MiB$", out, re.M)
+    assert re.search(r"x the XLA scorer; largest difference in a score \d\.\de-0[5-9]", out)
+    assert re.search(r"candidates 20: .* top 10 identical to the exact top 10 for [\d.]+% of "
+                     r"users", out)
+    assert re.search(r"per user: median [\d.]+ ms, 95th percentile [\d.]+ ms", out)

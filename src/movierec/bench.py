@@ -1,4 +1,5 @@
-"""Benchmarks (not tests): ``python -m movierec.bench speed`` and ``... ingest``.
+"""Benchmarks (not tests): ``python -m movierec.bench speed``, ``... ingest`` and
+``... recommend`` (``movierec.bench_recommend``).
 
 ``speed`` answers "how fast, at MovieLens-20M scale, against the tutorial's own code", in one
 run on one machine (see ``main`` for its steps and ``README.md`` for figures):
@@ -338,7 +339,7 @@ def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ra
               f"{r['samples_per_second']:,.0f} samples/s, {ratio:.1f}x the tutorial's; "
               f"peak memory {r['peak_mib']:.0f} MiB", flush=True)
 
-    print("\n== train (1 epoch) and evaluate stages on that split", flush=True)
+    print("\n== train (1 epoch), recommend and evaluate stages on that split", flush=True)
     model = d["models"] / "model.keras"
     out = d["out"]
     train = _run_stage("train", params, "--train", str(prep / "train.parquet"),
@@ -348,9 +349,17 @@ def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ra
                        "--history", str(out / "training.csv"),
                        "--metrics", str(out / "train.json"))
     _report("train, 1 epoch", train)
+    top_n = out / "top_n.parquet"
+    recommend = _run_stage("recommend", params, "--model", str(model),
+                           "--train", str(prep / "train.parquet"),
+                           "--user-index", str(prep / "users.parquet"),
+                           "--movie-index", str(prep / "movies.parquet"), "--out", str(top_n))
+    _report("recommend (exact top 10 for every user)", recommend)
     evaluate = _run_stage("evaluate", params, "--model", str(model),
                           "--train", str(prep / "train.parquet"),
-                          "--test", str(prep / "test.parquet"),
+                          "--test", str(prep / "test.parquet"), "--top-n", str(top_n),
+                          "--user-index", str(prep / "users.parquet"),
+                          "--movie-index", str(prep / "movies.parquet"),
                           "--history", str(out / "training.csv"),
                           "--metrics", str(out / "test.json"),
                           "--per-star", str(out / "per_star.csv"),
@@ -403,7 +412,23 @@ def main(argv: list[str] | None = None) -> None:
     speed.add_argument("--seeds", type=int, nargs="+", default=[2023, 7, 11],
                        help="accuracy-check seeds, each path trained once per seed")
     speed.add_argument("--workdir", type=Path, help="keep the data here (default: a temp dir)")
+    rec = sub.add_parser("recommend", help="the recommend stage at ML-20M scale")
+    rec.add_argument("--n-ratings", type=int, default=20_000_263)
+    rec.add_argument("--epochs", type=int, default=1, help="train epochs for the scored model")
+    rec.add_argument("--candidates", type=int, nargs="*", default=[100, 300, 1000])
+    rec.add_argument("--xla-blocks", type=int, default=20)
+    rec.add_argument("--queries", type=int, default=200)
+    rec.add_argument("--workdir", type=Path, help="keep the data here (reused if present)")
     args = parser.parse_args(argv)
+    if args.what == "recommend":
+        from movierec.bench_recommend import bench_recommend
+
+        with tempfile.TemporaryDirectory() as tmp:
+            work = args.workdir or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            bench_recommend(work, args.n_ratings, args.epochs, args.candidates,
+                            args.xla_blocks, args.queries)
+        return
     if args.what == "speed":
         with tempfile.TemporaryDirectory() as tmp:
             work = args.workdir or Path(tmp)

@@ -28,6 +28,8 @@ OPTIMIZERS = ("sgd", "adam")
 # as matrix factorisation does (Surprise's SVD); whole_table = every row on every step, as
 # Keras' embeddings_regularizer does (movierec.training explains both).
 L2_FORMS = ("per_rating", "whole_table")
+# How preprocess splits the ratings (movierec.splits explains each).
+SPLITS = ("random", "stratified_item", "user_temporal")
 
 
 def _expect(ok: bool, key: str, value: object, expected: str) -> None:
@@ -66,12 +68,15 @@ class DataParams:
 
 @dataclass(frozen=True)
 class PreprocessParams:
-    """Indexing and the random train/test split."""
+    """Indexing and the train/test split."""
 
+    split: str = "random"
     test_fraction: float = 0.2
     seed: int = 1234
 
     def validate(self, prefix: str) -> None:
+        _expect(self.split in SPLITS, f"{prefix}.split", self.split,
+                "one of " + ", ".join(SPLITS))
         _expect(0.0 < self.test_fraction < 1.0, f"{prefix}.test_fraction", self.test_fraction,
                 "a number strictly between 0 and 1")
         _expect(self.seed >= 0, f"{prefix}.seed", self.seed, "a non-negative integer")
@@ -141,12 +146,30 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class RecommendParams:
+    """Top-n lists for every user of the train split (movierec.recommend)."""
+
+    n: int = 10
+    candidates: int = 0
+
+    def validate(self, prefix: str) -> None:
+        _expect(self.n >= 1, f"{prefix}.n", self.n, "an integer >= 1")
+        _expect(self.candidates == 0 or self.candidates >= self.n, f"{prefix}.candidates",
+                self.candidates, f"0 (exact: score every movie) or an integer >= n = {self.n}")
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
-    """The user + movie bias baseline scored next to the model (movierec.baselines)."""
+    """The baselines scored next to the model (movierec.baselines) and the ranking protocol
+    (movierec.ranking)."""
 
     bias_reg_user: float = 15.0
     bias_reg_movie: float = 10.0
     bias_epochs: int = 10
+    k: int = 10
+    relevance_threshold: float = 0.0
+    ranking_users: int = 0
+    ranking_seed: int = 42
 
     def validate(self, prefix: str) -> None:
         for name in ("bias_reg_user", "bias_reg_movie"):
@@ -154,6 +177,14 @@ class EvaluateParams:
             _expect(value >= 0, f"{prefix}.{name}", value, "a number >= 0")
         _expect(self.bias_epochs >= 1, f"{prefix}.bias_epochs", self.bias_epochs,
                 "an integer >= 1")
+        _expect(self.k >= 1, f"{prefix}.k", self.k, "an integer >= 1")
+        _expect(0 <= self.relevance_threshold <= 5, f"{prefix}.relevance_threshold",
+                self.relevance_threshold,
+                "0 (every test rating is relevant) or a rating in (0, 5]")
+        _expect(self.ranking_users >= 0, f"{prefix}.ranking_users", self.ranking_users,
+                "0 (every test user) or the size of a seeded sample of users")
+        _expect(self.ranking_seed >= 0, f"{prefix}.ranking_seed", self.ranking_seed,
+                "a non-negative integer")
 
 
 @dataclass(frozen=True)
@@ -163,6 +194,7 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     preprocess: PreprocessParams = field(default_factory=PreprocessParams)
     train: TrainParams = field(default_factory=TrainParams)
+    recommend: RecommendParams = field(default_factory=RecommendParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
 
 

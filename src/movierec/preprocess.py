@@ -1,4 +1,4 @@
-"""Index users and movies to contiguous integers, shuffle, split. Vectorised throughout."""
+"""Index users and movies to contiguous integers, then split (movierec.splits). Vectorised."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from movierec.columns import (
     MOVIE_COL,
     MOVIE_IDX_COL,
     RATING_COL,
+    TIMESTAMP_COL,
     USER_COL,
     USER_IDX_COL,
 )
-from movierec.errors import DataError
+from movierec.splits import split_indices, split_rows
+
+# split_indices lived here first; callers still import it from this module.
+__all__ = ["Prepared", "index_ids", "prepare", "split_indices"]
 
 
 @dataclass(frozen=True)
@@ -34,26 +38,20 @@ def index_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int32), np.asarray(uniques)
 
 
-def split_indices(n_rows: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffles row numbers with ``seed`` and cuts off the last ``test_fraction`` as test."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction!r} (expected a number between 0 and 1)")
-    n_test = round(test_fraction * n_rows)
-    if n_test < 1 or n_test > n_rows - 1:
-        raise DataError(f"{n_rows} ratings with test_fraction={test_fraction} leave an empty "
-                        "train or test split (expected at least one rating in each)")
-    perm = np.random.default_rng(seed).permutation(n_rows)
-    return perm[: n_rows - n_test], perm[n_rows - n_test:]
-
-
 def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, test_fraction: float,
-            seed: int) -> Prepared:
-    """Indexes ``ratings`` and splits it; ``movies`` supplies titles for the movie mapping."""
+            seed: int, *, split: str = "random") -> Prepared:
+    """Indexes ``ratings`` and splits it; ``movies`` supplies titles for the movie mapping.
+
+    ``split`` is one of movierec.splits.METHODS; ``user_temporal`` needs a timestamp column.
+    """
     user_codes, user_ids = index_ids(ratings[USER_COL].to_numpy())
     movie_codes, movie_ids = index_ids(ratings[MOVIE_COL].to_numpy())
     table = pd.DataFrame({USER_IDX_COL: user_codes, MOVIE_IDX_COL: movie_codes,
                           RATING_COL: ratings[RATING_COL].to_numpy(dtype=np.float32)})
-    train_rows, test_rows = split_indices(len(table), test_fraction, seed)
+    # One code per id, so the codes group the ratings exactly as the ids do.
+    timestamps = ratings[TIMESTAMP_COL].to_numpy() if TIMESTAMP_COL in ratings else None
+    train_rows, test_rows = split_rows(split, user_codes, movie_codes, timestamps,
+                                       test_fraction, seed)
     users = pd.DataFrame({USER_IDX_COL: np.arange(len(user_ids), dtype=np.int32),
                           USER_COL: user_ids.astype(np.int32)})
     movie_map = pd.DataFrame({MOVIE_IDX_COL: np.arange(len(movie_ids), dtype=np.int32),
