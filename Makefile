@@ -2,6 +2,7 @@
 #   make pipeline   installs everything into .venv and runs the pipeline (offline default)
 #   make test       installs everything into .venv and runs the linter and the tests
 #   make bench      the speed benchmark at MovieLens-20M scale (about 12 minutes; not a test)
+#   make bench-recommend  the recommend stage at MovieLens-20M scale (not a test)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # DVC's usage analytics would send traffic out; this project sends none.
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install pipeline test bench
+.PHONY: install pipeline test bench bench-recommend
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +32,6 @@ test: install
 
 bench: install
 	python -m movierec.bench speed
+
+bench-recommend: install
+	python -m movierec.bench recommend

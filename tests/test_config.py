@@ -29,7 +29,7 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
             yield from leaves(v, f"{prefix}.{k}") if isinstance(v, dict) else [f"{prefix}.{k}"]
 
     assert dvc["stages"]["download"]["params"] == ["data.dataset"]
-    for stage in ("ingest", "preprocess", "train", "evaluate"):
+    for stage in ("ingest", "preprocess", "train", "recommend", "evaluate"):
         section = "data" if stage == "ingest" else stage
         assert sorted(dvc["stages"][stage]["params"]) == sorted(leaves(raw[section], section))
 
@@ -54,6 +54,14 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"train": {"table_updates": 1}}, "train.table_updates = 1 (expected a string)"),
         ({"evaluate": {"bias_reg_user": -1}}, "evaluate.bias_reg_user = -1.0 (expected a number"),
         ({"evaluate": {"bias_epochs": 0}}, "evaluate.bias_epochs = 0 (expected an integer >= 1)"),
+        ({"preprocess": {"split": "temporal"}},
+         "preprocess.split = 'temporal' (expected one of random, stratified_item, user_temporal)"),
+        ({"recommend": {"n": 0}}, "recommend.n = 0 (expected an integer >= 1)"),
+        ({"recommend": {"n": 10, "candidates": 5}},
+         "recommend.candidates = 5 (expected 0 (exact: score every movie) or an integer >= n"),
+        ({"evaluate": {"k": 0}}, "evaluate.k = 0 (expected an integer >= 1)"),
+        ({"evaluate": {"relevance_threshold": 6}}, "evaluate.relevance_threshold = 6.0"),
+        ({"evaluate": {"ranking_users": -1}}, "evaluate.ranking_users = -1 (expected 0"),
         ({"train": {"model": "svd"}}, "train.model = 'svd' (expected one of residual, mf, deep)"),
         ({"train": {"dropout": 1.0}}, "train.dropout = 1.0 (expected a number in [0, 1))"),
         ({"train": {"val_fraction": 1}}, "train.val_fraction = 1.0 (expected a number in [0, 1)"),

@@ -64,9 +64,26 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_then_is_a_no_op(repo):
     out = dvc(repo, "repro")
-    for stage in ("download", "ingest", "preprocess", "train", "evaluate"):
+    for stage in ("download", "ingest", "preprocess", "train", "recommend", "evaluate"):
         assert f"Running stage '{stage}'" in out
     report = json.loads((repo / "metrics/test.json").read_text())
+    ranking = report["ranking"]
+    assert ranking["k"] == 10 and ranking["users"] > 0
+    for name in ("model", "popularity", "biases"):
+        assert set(ranking[name]) == {"precision", "recall", "ndcg", "map", "map_at_k"}
+        assert all(0.0 <= v <= 1.0 for v in ranking[name].values())
+    import pandas as pd
+
+    top = pd.read_parquet(repo / "data/recommendations/top_n.parquet")
+    train = pd.read_parquet(repo / "data/prepared/train.parquet")
+    users = pd.read_parquet(repo / "data/prepared/users.parquet")
+    movies = pd.read_parquet(repo / "data/prepared/movies.parquet")
+    assert list(top.columns) == ["userId", "rank", "movieId", "score"]
+    assert top["userId"].nunique() == train["user_idx"].nunique()
+    assert top.groupby("userId")["rank"].apply(list).map(lambda r: r == list(range(1, 11))).all()
+    seen = set(zip(users["userId"].to_numpy()[train["user_idx"]],
+                   movies["movieId"].to_numpy()[train["movie_idx"]], strict=True))
+    assert not seen & set(zip(top["userId"], top["movieId"], strict=True))
     assert report["n_test"] == 4_000
     assert report["mse"] < report["global_mean"]["mse"]
     assert report["bias_baseline"]["mse"] < report["global_mean"]["mse"]
@@ -97,6 +114,78 @@ def test_changing_a_train_key_reruns_train_and_evaluate_only(repo):
         dvc(repo, "repro")  # back to the committed state, restored from the cache
 
 
+def test_ranking_keys_rerun_only_their_stages(repo):
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["evaluate"]["k"] = 5
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = dvc(repo, "repro")
+        assert "Running stage 'evaluate'" in out and "Running stage 'recommend'" not in out
+        assert json.loads((repo / "metrics/test.json").read_text())["ranking"]["k"] == 5
+        params["recommend"]["n"] = 3  # shorter than evaluate.k: one line, exit 1
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=_env(repo),
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode != 0
+        assert ("error: data/recommendations/top_n.parquet: lists of at most 3 movies "
+                "(expected at least evaluate.k = 5; set recommend.n >= evaluate.k)") in done.stderr
+    finally:
+        params_file.write_text(original)
+        dvc(repo, "repro")
+
+
+def movierec(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "movierec", *args], cwd=repo, env=_env(repo),
+                          capture_output=True, text=True, timeout=300, check=False)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_recommend_and_similar_commands(repo):
+    import pandas as pd
+
+    top = pd.read_parquet(repo / "data/recommendations/top_n.parquet")
+    user = int(top["userId"].iloc[0])
+    expected = top[top["userId"] == user]
+    out = json.loads(movierec(repo, "recommend", "--user", str(user), "-n", "10",
+                              "--json").stdout)
+    got = out["recommendations"]
+    # The command answers as the stage did: same movies, same order, same scores.
+    assert [r["movieId"] for r in got] == expected["movieId"].tolist()
+    assert [r["score"] for r in got] == pytest.approx(expected["score"].tolist(), abs=1e-4)
+    assert all(0.5 <= r["predicted_rating"] <= 5.0 for r in got)
+    assert all(r["title"] for r in got) and out["fallback"] is None
+
+    text = movierec(repo, "recommend", "--user", str(user), "-n", "3").stdout.splitlines()
+    assert text[0] == f"top 3 for user {user} (predicted rating, 0.5-5 stars)"
+    assert text[1].split() == ["rank", "predicted", "title", "genres"]
+    assert len(text) == 5 and text[2].split()[0] == "1"
+
+    users = pd.read_parquet(repo / "data/prepared/users.parquet")["userId"]
+    unknown = movierec(repo, "recommend", "--user", "999999", check=False)
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == (
+        f"error: unknown user 999999 (the train split knows {len(users):,} users, ids "
+        f"{users.min()} to {users.max()})")
+    fallback = json.loads(movierec(repo, "recommend", "--user", "999999", "--fallback",
+                                   "popular", "--json").stdout)
+    assert fallback["fallback"] == "popular" and len(fallback["recommendations"]) == 10
+    counts = [r["train_ratings"] for r in fallback["recommendations"]]
+    assert counts == sorted(counts, reverse=True)
+
+    movie = int(top["movieId"].iloc[0])
+    similar = json.loads(movierec(repo, "similar", "--movie", str(movie), "-n", "5",
+                                  "--json").stdout)["similar"]
+    assert len(similar) == 5 and movie not in [s["movieId"] for s in similar]
+    sims = [s["similarity"] for s in similar]
+    assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
+    bad = movierec(repo, "similar", "--movie", "-3", check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: unknown movie -3 (")
+
+
 def test_exp_run_and_the_diff_commands(repo):
     out = dvc(repo, "exp", "run", "-S", "train.epochs=2")
     assert "Running stage 'train'" in out and "Running stage 'ingest'" not in out
@@ -107,7 +196,8 @@ def test_exp_run_and_the_diff_commands(repo):
 
     metrics = json.loads(dvc(repo, "metrics", "diff", "--json"))
     test_diff = metrics["metrics/test.json"]
-    assert set(test_diff) >= {"mse", "rmse", "mae"}
+    assert set(test_diff) >= {"mse", "rmse", "mae", "ranking.model.ndcg",
+                              "ranking.popularity.precision", "ranking.biases.map"}
     assert test_diff["mse"]["old"] != test_diff["mse"]["new"]
     assert "metrics/test.json" in dvc(repo, "metrics", "show")
 

@@ -55,6 +55,13 @@ def test_scores_equal_the_keras_model_on_every_pair(kind):
                                atol=2e-5)
     every = np.tile(np.arange(N_MOVIES), (N_USERS, 1))
     np.testing.assert_allclose(scoring.score_pairs(weights, users, every), expected, atol=2e-5)
+    # Weights too large for exp(U) exp(V): both paths fall back to one exp per term.
+    big = scoring.from_model(spread_model(kind, scale=5.0))
+    assert not scoring.product_trick_is_exact(big, big.user_hidden(users)) or kind == "mf"
+    huge = keras_scores(spread_model(kind, scale=5.0))
+    tol = 2e-6 * np.abs(huge).max()  # float32 sums of terms this large
+    np.testing.assert_allclose(scoring.score_block(big, users), huge, atol=tol)
+    np.testing.assert_allclose(scoring.score_pairs(big, users, every), huge, atol=tol)
 
 
 def test_a_trained_model_scores_as_keras_does(twin_30k):
@@ -131,6 +138,7 @@ def test_candidates_retrieve_then_rescore_exactly():
     pool, _ = top_n_of_scores(residual.main_scores(users), users, seen, 8)
     for u in users:
         assert set(few[u]) <= set(pool[u])
+    assert (few != exact).any()  # with a strong side branch, retrieval does miss some
     # For the dot-product model alone, retrieval is the exact ranking.
     mf = scoring.from_model(spread_model("mf", seed=6))
     np.testing.assert_array_equal(recommend_all(mf, users, seen, 5, candidates=5)[0],

@@ -98,3 +98,13 @@ def test_train_stage_with_refit_records_the_selection_run(tmp_path):
     assert summary["epochs"] == summary["best_epoch"] == selection["best_epoch"]
     assert selection["best_epoch"] <= selection["epochs_run"] <= 4
     assert "refit: early stopping chose" in done.stdout
+
+
+def test_recommend_rejects_bad_params_in_one_line_and_writes_nothing(tmp_path):
+    params = params_file(tmp_path, recommend={"n": 0})
+    out = tmp_path / "top_n.parquet"
+    done = run_stage("recommend", "--params", str(params), "--model", "m.keras", "--train", "t",
+                     "--user-index", "u", "--movie-index", "v", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: params: recommend.n = 0 (expected an integer >= 1)"
+    assert not out.exists()

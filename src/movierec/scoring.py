@@ -55,6 +55,7 @@ class ScoringWeights:
     movie_const: np.ndarray  # (n_movies,): b_m + b2 + mean - sum(w2)
     user_hidden_kernel: np.ndarray  # (K, H): W1's user rows
     movie_hidden: np.ndarray  # (n_movies, H): V, a movie's units contiguous (pair scoring)
+    movie_hidden_exp: np.ndarray  # (n_movies, H): exp(V)
     movie_hidden_t: np.ndarray  # (H, n_movies): V transposed, movies contiguous per unit
     movie_hidden_exp_t: np.ndarray  # (H, n_movies): exp(V), transposed
     w2: np.ndarray  # (H,)
@@ -156,6 +157,7 @@ def from_model(model) -> ScoringWeights:
         movie_const=np.ascontiguousarray(movie_const, dtype=np.float32),
         user_hidden_kernel=np.ascontiguousarray(user_kernel, dtype=np.float32),
         movie_hidden=np.ascontiguousarray(movie_hidden, dtype=np.float32),
+        movie_hidden_exp=np.ascontiguousarray(hidden_exp_t.T),
         movie_hidden_t=hidden_t, movie_hidden_exp_t=hidden_exp_t,
         w2=np.ascontiguousarray(w2, dtype=np.float32), has_main=has_main, has_side=has_side)
 
@@ -222,20 +224,29 @@ def _side_all_exp(u_hidden, v_t, w2, out):
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _side_pairs(u_hidden, v, w2, movies, out):
-    """out[b, j] += the side term for user b and movie movies[b, j] (candidate re-scoring)."""
+def _side_pairs(u_hidden, u_exp, v, ev, w2, movies, exact_exp, out):
+    """out[b, j] += the side term for user b and movie movies[b, j] (candidate re-scoring).
+
+    Here a movie's units are contiguous (``v`` is (n_movies, H)), so the sum over h of one
+    (user, movie) pair vectorises; the product trick applies unless ``exact_exp``.
+    """
     n_b, n_c = movies.shape
     n_h = u_hidden.shape[1]
+    zero, one = np.float32(0.0), np.float32(1.0)
     for b in prange(n_b):
         for j in range(n_c):
             m = movies[b, j]
             if m < 0:
                 continue
             s = np.float32(0.0)
-            for h in range(n_h):
-                x = u_hidden[b, h] + v[m, h]
-                s += w2[h] * (max(x, np.float32(0.0))
-                              + min(np.float32(math.exp(x)), np.float32(1.0)))
+            if exact_exp:
+                for h in range(n_h):
+                    x = u_hidden[b, h] + v[m, h]
+                    s += w2[h] * (max(x, zero) + min(np.float32(math.exp(x)), one))
+            else:
+                for h in range(n_h):
+                    s += w2[h] * (max(u_hidden[b, h] + v[m, h], zero)
+                                  + min(u_exp[b, h] * ev[m, h], one))
             out[b, j] += s
 
 
@@ -287,6 +298,8 @@ def score_pairs(weights: ScoringWeights, users: np.ndarray, movies: np.ndarray) 
         out += np.einsum("bk,bck->bc", weights.user_emb[users], emb)
     out = np.ascontiguousarray(out, dtype=np.float32)
     if weights.has_side:
-        _side_pairs(weights.user_hidden(users), weights.movie_hidden,
-                    weights.w2, movies, out)
+        u_hidden = weights.user_hidden(users)
+        exact_exp = not product_trick_is_exact(weights, u_hidden)
+        _side_pairs(u_hidden, np.exp(np.minimum(u_hidden, EXP_SAFE)), weights.movie_hidden,
+                    weights.movie_hidden_exp, weights.w2, movies, exact_exp, out)
     return out
