@@ -13,7 +13,12 @@ from movierec.io import read_parquet, write_csv, write_json
 from movierec.metrics import per_star, rating_metrics
 from movierec.model import load_model, train_mean_of
 from movierec.ranking import csr_by_user, relevant_pairs
-from movierec.ranking_eval import evaluation_users, lists_from_table, ranking_report
+from movierec.ranking_eval import (
+    candidates_per_user,
+    evaluation_users,
+    lists_from_table,
+    ranking_report,
+)
 from movierec.training import predict
 
 
@@ -66,7 +71,7 @@ def main() -> None:
         read_parquet(args.top_n), users,
         read_parquet(args.user_index, columns=[USER_COL])[USER_COL].to_numpy(),
         read_parquet(args.movie_index, columns=[MOVIE_COL])[MOVIE_COL].to_numpy(),
-        params.k, args.top_n)
+        params.k, candidates_per_user(train_indptr, train_indices, users), args.top_n)
     report["ranking"] = ranking_report(model_lists, users, counts, train_indptr, train_indices,
                                        rel_indptr, rel_indices, biases.movie, params.k,
                                        params.relevance_threshold)

@@ -8,7 +8,6 @@ from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, USER_COL, USER_IDX_COL
 from movierec.config import load_params
 from movierec.errors import ParamsError
 from movierec.io import read_parquet, write_parquet
-from movierec.model import load_model
 from movierec.recommend import Seen, recommend_all, top_n_table
 
 
@@ -21,6 +20,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output: userId, rank, movieId, score")
     args = parser.parse_args()
     params = load_params(args.params).recommend
+    from movierec.model import load_model  # imports TensorFlow: after the params are checked
 
     start = time.perf_counter()
     weights = scoring.from_model(load_model(args.model))

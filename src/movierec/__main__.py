@@ -10,8 +10,11 @@ dvc.yaml declares; run them in the project folder after `dvc repro` (or pass --r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 
 from movierec.errors import MovieRecError
 
@@ -57,12 +60,31 @@ def _table(items, value_header: str, value_format: str) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silences file descriptor 2 while TensorFlow starts: its C++ start-up lines (oneDNN, CUDA,
+    absl) are written there before any Python setting can stop them, and a command's answer, or
+    its one-line error, should be all the user sees."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from movierec.paths import pipeline_paths
     from movierec.query import Recommender, UnknownIdError
 
-    recommender = Recommender.load(pipeline_paths(args.root))
+    paths = pipeline_paths(args.root)
+    with _quiet_native_stderr():
+        recommender = Recommender.load(paths)
     if args.command == "similar":
         items = recommender.similar(args.movie, args.n)
         header = f"{len(items)} movies nearest to movie {args.movie} " \

@@ -20,16 +20,14 @@ METRICS = ("precision", "recall", "ndcg", "map", "map_at_k")
 
 
 def lists_from_table(top_n: pd.DataFrame, users: np.ndarray, user_ids: np.ndarray,
-                     movie_ids: np.ndarray, k: int, source: str) -> np.ndarray:
+                     movie_ids: np.ndarray, k: int, n_candidates: np.ndarray,
+                     source: str) -> np.ndarray:
     """The recommend stage's lists as a (len(users), k) matrix of movie indices, -1 padded.
 
     ``user_ids`` / ``movie_ids`` map indices to MovieLens ids (ascending, as preprocess
-    writes them). A user without a list gets an empty row.
+    writes them); ``n_candidates[i]`` is how many movies ``users[i]`` could be recommended.
+    A list shorter than min(k, n_candidates) means the stage wrote fewer than k per user.
     """
-    longest = int(top_n[RANK_COL].max()) if len(top_n) else 0
-    if longest < k:
-        raise DataError(f"{source}: lists of at most {longest} movies (expected at least "
-                        f"evaluate.k = {k}; set recommend.n >= evaluate.k)")
     top_n = top_n[top_n[RANK_COL] <= k]
     u = np.searchsorted(user_ids, top_n[USER_COL].to_numpy())
     m = np.searchsorted(movie_ids, top_n[MOVIE_COL].to_numpy())
@@ -46,7 +44,19 @@ def lists_from_table(top_n: pd.DataFrame, users: np.ndarray, user_ids: np.ndarra
     keep = rows >= 0
     out = np.full((len(users), k), ranking.PAD, np.int64)
     out[rows[keep], top_n[RANK_COL].to_numpy()[keep] - 1] = m[keep]
+    lengths = (out != ranking.PAD).sum(axis=1)
+    if np.any(lengths < np.minimum(k, n_candidates)):
+        raise DataError(f"{source}: lists of at most {int(lengths.max(initial=0))} movies "
+                        f"(expected at least evaluate.k = {k}; set recommend.n >= evaluate.k)")
     return out
+
+
+def candidates_per_user(train_indptr: np.ndarray, train_indices: np.ndarray,
+                        users: np.ndarray) -> np.ndarray:
+    """How many movies each user can be recommended: the train split's movies minus their own
+    (a CSR row holds each movie once)."""
+    n_train_movies = np.count_nonzero(np.bincount(train_indices))
+    return n_train_movies - np.diff(train_indptr)[users]
 
 
 def evaluation_users(train_indptr: np.ndarray, rel_indptr: np.ndarray, test_users: np.ndarray,
