@@ -36,14 +36,14 @@ def main() -> None:
     users = seen.users_in_train()
     loaded = time.perf_counter() - start
 
-    step = max(1, len(users) // 10)
-    next_report = [step]
+    last_report = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
-        if done >= next_report[0] and done < total:
-            print(f"recommend: {done:,} of {total:,} users ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
-            next_report[0] += step
+        # A line every 30 s: none on small data, about ten for every user of ML-20M.
+        now = time.perf_counter()
+        if now - last_report[0] >= 30 and done < total:
+            print(f"recommend: {done:,} of {total:,} users ({now - start:.0f} s)", flush=True)
+            last_report[0] = now
 
     idx, val, timings = recommend_all(weights, users, seen, params.n, params.candidates,
                                       progress=progress)
