@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -118,7 +118,6 @@ class Timings:
     select: float = 0.0
     retrieve: float = 0.0
     blocks: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def recommend_block(weights: ScoringWeights, users: np.ndarray, seen: Seen, n: int,
