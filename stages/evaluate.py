@@ -8,17 +8,10 @@ from movierec.baselines import fit_biases
 from movierec.cli import run_stage, stage_parser
 from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USER_IDX_COL
 from movierec.config import load_params
-from movierec.errors import DataError
 from movierec.io import read_parquet, write_csv, write_json
 from movierec.metrics import per_star, rating_metrics
 from movierec.model import load_model, train_mean_of
-from movierec.ranking import csr_by_user, relevant_pairs
-from movierec.ranking_eval import (
-    candidates_per_user,
-    evaluation_users,
-    lists_from_table,
-    ranking_report,
-)
+from movierec.ranking_eval import ranking_section
 from movierec.training import predict
 
 
@@ -55,26 +48,11 @@ def main() -> None:
     report = rating_metrics(y_true, y_pred, train_mean_of(model), bias_pred)
 
     # Ranking: the full catalogue, the model's lists from the recommend stage.
-    train_indptr, train_indices = csr_by_user(train_df[USER_IDX_COL].to_numpy(),
-                                              train_df[MOVIE_IDX_COL].to_numpy(), n_users)
-    rel_users, rel_movies = relevant_pairs(test_df[USER_IDX_COL].to_numpy(),
-                                           test_df[MOVIE_IDX_COL].to_numpy(), y_true,
-                                           params.relevance_threshold)
-    rel_indptr, rel_indices = csr_by_user(rel_users, rel_movies, n_users)
-    users, counts = evaluation_users(train_indptr, rel_indptr, test_df[USER_IDX_COL].to_numpy(),
-                                     params.ranking_users, params.ranking_seed)
-    if len(users) == 0:
-        raise DataError(f"{args.test}: no test user has a train rating and a test rating >= "
-                        f"evaluate.relevance_threshold = {params.relevance_threshold} "
-                        "(expected at least one; lower the threshold)")
-    model_lists = lists_from_table(
-        read_parquet(args.top_n), users,
+    report["ranking"] = ranking_section(
+        train_df, test_df, read_parquet(args.top_n), args.top_n,
         read_parquet(args.user_index, columns=[USER_COL])[USER_COL].to_numpy(),
         read_parquet(args.movie_index, columns=[MOVIE_COL])[MOVIE_COL].to_numpy(),
-        params.k, candidates_per_user(train_indptr, train_indices, users), args.top_n)
-    report["ranking"] = ranking_report(model_lists, users, counts, train_indptr, train_indices,
-                                       rel_indptr, rel_indices, biases.movie, params.k,
-                                       params.relevance_threshold)
+        biases.movie, params)
     write_json(report, args.metrics)
     write_csv(pd.DataFrame(per_star(y_true, y_pred)), args.per_star)
 

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from movierec import ranking
-from movierec.columns import MOVIE_COL, USER_COL
+from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USER_IDX_COL
+from movierec.config import EvaluateParams
 from movierec.errors import DataError
 from movierec.recommend import RANK_COL
 
@@ -96,3 +97,28 @@ def ranking_report(model_lists: np.ndarray, users: np.ndarray, counts: dict,
         result = ranking.ranking_metrics(recommended, *rel, k)
         report[name] = {metric: result[metric] for metric in METRICS}
     return report
+
+
+def ranking_section(train: pd.DataFrame, test: pd.DataFrame, top_n: pd.DataFrame,
+                    top_n_source: str, user_ids: np.ndarray, movie_ids: np.ndarray,
+                    movie_bias: np.ndarray, params: EvaluateParams) -> dict:
+    """The evaluate stage's ranking section from its input tables (indices as preprocess
+    wrote them; ``user_ids`` / ``movie_ids`` map them to MovieLens ids)."""
+    n_users = len(user_ids)
+    train_indptr, train_indices = ranking.csr_by_user(train[USER_IDX_COL].to_numpy(),
+                                                      train[MOVIE_IDX_COL].to_numpy(), n_users)
+    rel_users, rel_movies = ranking.relevant_pairs(
+        test[USER_IDX_COL].to_numpy(), test[MOVIE_IDX_COL].to_numpy(),
+        test[RATING_COL].to_numpy(), params.relevance_threshold)
+    rel_indptr, rel_indices = ranking.csr_by_user(rel_users, rel_movies, n_users)
+    users, counts = evaluation_users(train_indptr, rel_indptr, test[USER_IDX_COL].to_numpy(),
+                                     params.ranking_users, params.ranking_seed)
+    if len(users) == 0:
+        raise DataError(f"no test user has a train rating and a test rating >= "
+                        f"evaluate.relevance_threshold = {params.relevance_threshold} "
+                        "(expected at least one; lower the threshold)")
+    lists = lists_from_table(top_n, users, user_ids, movie_ids, params.k,
+                             candidates_per_user(train_indptr, train_indices, users),
+                             top_n_source)
+    return ranking_report(lists, users, counts, train_indptr, train_indices, rel_indptr,
+                          rel_indices, movie_bias, params.k, params.relevance_threshold)
