@@ -4,7 +4,7 @@ import time
 
 from movierec import scoring
 from movierec.cli import run_stage, stage_parser
-from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, USER_COL, USER_IDX_COL
+from movierec.columns import MOVIE_COL, USER_COL
 from movierec.config import load_params
 from movierec.errors import ParamsError
 from movierec.io import read_parquet, write_parquet
@@ -30,9 +30,7 @@ def main() -> None:
             "without the dot-product branch, train.model=deep: there is nothing to retrieve by)")
     user_ids = read_parquet(args.user_index, columns=[USER_COL])[USER_COL].to_numpy()
     movie_ids = read_parquet(args.movie_index, columns=[MOVIE_COL])[MOVIE_COL].to_numpy()
-    train = read_parquet(args.train, columns=[USER_IDX_COL, MOVIE_IDX_COL])
-    seen = Seen.from_pairs(train[USER_IDX_COL].to_numpy(), train[MOVIE_IDX_COL].to_numpy(),
-                           weights.n_users, weights.n_movies)
+    seen = Seen.read(args.train, weights.n_users, weights.n_movies)
     users = seen.users_in_train()
     loaded = time.perf_counter() - start
 

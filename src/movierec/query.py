@@ -17,15 +17,14 @@ from movierec import scoring
 from movierec.columns import (
     GENRES_COL,
     MOVIE_COL,
-    MOVIE_IDX_COL,
     RATING_MAX,
     RATING_MIN,
     TITLE_COL,
     USER_COL,
-    USER_IDX_COL,
 )
 from movierec.errors import MovieRecError
 from movierec.io import read_parquet
+from movierec.ranking import popularity_scores
 from movierec.recommend import Seen, recommend_block
 
 
@@ -81,9 +80,7 @@ class Recommender:
         weights = scoring.from_model(load_model(paths["model"]))
         users = read_parquet(paths["user_index"], columns=[USER_COL])[USER_COL].to_numpy()
         movies = read_parquet(paths["movie_index"])
-        train = read_parquet(paths["train"], columns=[USER_IDX_COL, MOVIE_IDX_COL])
-        seen = Seen.from_pairs(train[USER_IDX_COL].to_numpy(), train[MOVIE_IDX_COL].to_numpy(),
-                               weights.n_users, weights.n_movies)
+        seen = Seen.read(paths["train"], weights.n_users, weights.n_movies)
         return cls(weights, users, movies, seen)
 
     def user_index(self, user_id: int) -> int:
@@ -112,10 +109,10 @@ class Recommender:
 
     def popular(self, n: int) -> list[Item]:
         """The n movies with the most train ratings (ties by movie id)."""
-        counts = np.bincount(self.seen.movies, minlength=self.weights.n_movies)
+        counts = popularity_scores(self.seen.movies, self.weights.n_movies)
         top = np.lexsort((np.arange(len(counts)), -counts))[:n]
         top = top[counts[top] > 0]
-        return self._items(top, counts[top].astype(float), counts[top].astype(float))
+        return self._items(top, counts[top], counts[top])
 
     def similar(self, movie_id: int, n: int) -> list[Item]:
         """The n movies whose embeddings are nearest to the movie's by cosine similarity."""

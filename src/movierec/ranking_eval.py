@@ -83,7 +83,7 @@ def ranking_report(model_lists: np.ndarray, users: np.ndarray, counts: dict,
                    threshold: float) -> dict:
     """The ``ranking`` section of metrics/test.json."""
     n_movies = len(movie_bias)
-    popularity = np.bincount(train_indices, minlength=n_movies).astype(np.float64)
+    popularity = ranking.popularity_scores(train_indices, n_movies)
     rel = ranking.csr_take(rel_indptr, rel_indices, users)
     lists = {
         "model": model_lists,

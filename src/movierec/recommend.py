@@ -15,13 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from numba import njit, prange
 
 from movierec import scoring
-from movierec.columns import MOVIE_COL, USER_COL
+from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, USER_COL, USER_IDX_COL
+from movierec.io import read_parquet
 from movierec.ranking import csr_by_user
 from movierec.scoring import ScoringError, ScoringWeights
 
@@ -47,6 +49,13 @@ class Seen:
         in_train = np.zeros(n_movies, bool)
         in_train[indices] = True
         return cls(indptr, indices.astype(np.int32), in_train)
+
+    @classmethod
+    def read(cls, train_path: str | Path, n_users: int, n_movies: int) -> Seen:
+        """From the train split's (user_idx, movie_idx) columns."""
+        train = read_parquet(train_path, columns=[USER_IDX_COL, MOVIE_IDX_COL])
+        return cls.from_pairs(train[USER_IDX_COL].to_numpy(), train[MOVIE_IDX_COL].to_numpy(),
+                              n_users, n_movies)
 
     def of(self, user: int) -> np.ndarray:
         return self.movies[self.indptr[user]: self.indptr[user + 1]]
