@@ -9,16 +9,10 @@ from movierec.config import TrainParams
 from movierec.metrics import mse
 from movierec.model import build_residual_model
 from movierec.preprocess import prepare
-from movierec.training import (
-    HISTORY_COLUMNS,
-    VAL_COLUMNS,
-    RowSplitModel,
-    TrainLoop,
-    UpdateRule,
-    predict,
-    split_validation,
-    train,
-)
+from movierec.steps import RowSplitModel, TrainLoop, UpdateRule
+from movierec.training import HISTORY_COLUMNS, VAL_COLUMNS, predict, split_validation, train
+
+NO_NEGATIVES = tf.zeros([0], tf.int32)  # run_steps' bpr input, empty for the other objectives
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +134,7 @@ def test_sparse_rule_moves_only_touched_rows_by_tf1_sparse_momentum():
         grads = [g.values.numpy() for g in tape.gradient(loss, split.tables)]
         ids = [[users[part], movies[part]][f] for f in split.feeds]
         _numpy_sparse_momentum(tables, slots, grads, ids, 0.05, 0.9)
-        loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y),
+        loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y), NO_NEGATIVES,
                        tf.constant(step), tf.constant(1))
         for ours, expected in zip(split.tables, tables, strict=True):
             np.testing.assert_allclose(ours.numpy(), expected, atol=1e-6)
@@ -359,7 +353,7 @@ def test_per_rating_l2_pulls_each_row_by_its_count_in_the_batch():
     lr, l2 = 0.05, 0.1
     loop = TrainLoop(split, BATCH, UpdateRule(learning_rate=lr, momentum=0.0,
                                               table_updates="sparse", l2_embeddings=l2))
-    loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y),
+    loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y), NO_NEGATIVES,
                    tf.constant(0), tf.constant(1))
     for table, w, g, f in zip(split.tables, start, grads, split.feeds, strict=True):
         ids = [users, movies][f]

@@ -28,6 +28,12 @@ OPTIMIZERS = ("sgd", "adam")
 # as matrix factorisation does (Surprise's SVD); whole_table = every row on every step, as
 # Keras' embeddings_regularizer does (movierec.training explains both).
 L2_FORMS = ("per_rating", "whole_table")
+# What training minimises (movierec.objectives explains each): the tutorial's MSE on ratings, or
+# a ranking objective over rated movies and sampled unrated ones.
+OBJECTIVES = ("rating", "bce", "bpr")
+# How negatives are drawn (movierec.negatives): uniformly over the catalogue, or in proportion
+# to count^0.75 (word2vec's unigram smoothing, used by many recommenders).
+NEGATIVE_SAMPLING = ("uniform", "popularity")
 # How preprocess splits the ratings (movierec.splits explains each).
 SPLITS = ("random", "stratified_item", "user_temporal")
 
@@ -105,9 +111,20 @@ class TrainParams:
     val_fraction: float = 0.0
     patience: int = 2
     refit: bool = False
+    objective: str = "rating"
+    negatives: int = 4
+    negative_sampling: str = "uniform"
+    ndcg_k: int = 10
+    ndcg_users: int = 0
+
+    @property
+    def ranks(self) -> bool:
+        """Trained for ranking (a score per pair), not for rating prediction."""
+        return self.objective != "rating"
 
     def validate(self, prefix: str) -> None:
-        for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution"):
+        for name in ("latent_dim", "hidden_units", "epochs", "batch_size", "steps_per_execution",
+                     "negatives", "ndcg_k"):
             value = getattr(self, name)
             _expect(value >= 1, f"{prefix}.{name}", value, "an integer >= 1")
         _expect(self.model in MODELS, f"{prefix}.model", self.model, "one of " + ", ".join(MODELS))
@@ -143,6 +160,12 @@ class TrainParams:
         _expect(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum,
                 "a number in [0, 1)")
         _expect(self.seed >= 0, f"{prefix}.seed", self.seed, "a non-negative integer")
+        _expect(self.objective in OBJECTIVES, f"{prefix}.objective", self.objective,
+                "one of " + ", ".join(OBJECTIVES))
+        _expect(self.negative_sampling in NEGATIVE_SAMPLING, f"{prefix}.negative_sampling",
+                self.negative_sampling, "one of " + ", ".join(NEGATIVE_SAMPLING))
+        _expect(self.ndcg_users >= 0, f"{prefix}.ndcg_users", self.ndcg_users,
+                "0 (every user) or the size of a seeded sample of users")
 
 
 @dataclass(frozen=True)

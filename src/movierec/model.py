@@ -101,6 +101,32 @@ def train_mean_of(model: keras.Model) -> float:
     return float(model.get_layer("add_train_mean").offset)
 
 
+SCORE_LAYER = "ranking_score"
+
+
+def as_scorer(centred: keras.Model, objective: str) -> keras.Model:
+    """Wraps a network trained for ranking (``bce``, ``bpr``) for saving: its output is a score
+    (for ``bce`` a logit), not a rating, so no mean is added. An identity layer marks it, and
+    the model's name records the objective (:func:`objective_of`)."""
+    score = layers.Identity(name=SCORE_LAYER)(centred.output)
+    return keras.Model(inputs=centred.inputs, outputs=score, name=f"{objective}_scorer")
+
+
+def predicts_ratings(model: keras.Model) -> bool:
+    """True for a rating predictor (:func:`with_offset`), False for a ranking scorer."""
+    return any(layer.name == "add_train_mean" for layer in model.layers)
+
+
+def objective_of(model: keras.Model) -> str:
+    """The objective a saved model was trained with: rating, bce or bpr."""
+    if predicts_ratings(model):
+        return "rating"
+    if any(layer.name == SCORE_LAYER for layer in model.layers):
+        return model.name.removesuffix("_scorer")
+    raise ValueError(f"model {model.name!r} is neither a rating predictor nor a ranking scorer "
+                     "(expected a model saved by the train stage)")
+
+
 def save_model(model: keras.Model, path: str | Path) -> None:
     """Saves atomically and byte-reproducibly: the same weights give the same file.
 

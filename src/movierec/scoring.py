@@ -115,8 +115,9 @@ def _main_all(user_emb, users, movie_emb_t, user_const, movie_const, has_main, o
 
 
 def from_model(model) -> ScoringWeights:
-    """Reads the weights of a saved rating predictor (``movierec.model.with_offset``)."""
-    from movierec.model import train_mean_of  # keras is imported only when a model is read
+    """Reads the weights of a rating predictor (``movierec.model.with_offset``), a ranking
+    scorer (``as_scorer``) or the bare network being trained (no mean: 0)."""
+    from movierec.model import predicts_ratings, train_mean_of  # keras only when a model is read
 
     names = {layer.name for layer in model.layers}
 
@@ -127,7 +128,7 @@ def from_model(model) -> ScoringWeights:
     n_users, k = user_emb.shape
     n_movies = movie_emb.shape[0]
     has_main, has_side = "dot" in names, "hidden" in names
-    mean = np.float32(train_mean_of(model))
+    mean = np.float32(train_mean_of(model) if predicts_ratings(model) else 0.0)
     user_const = (weights("user_bias")[0][:, 0] if has_main
                   else np.zeros(n_users, np.float32))
     movie_const = (weights("movie_bias")[0][:, 0] if has_main

@@ -1,46 +1,11 @@
-"""Training the residual network as the tutorial does: MSE on centred ratings, SGD + momentum.
+"""Training runs: epochs, validation, early stopping, refit and checkpoints.
 
-The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs 3.0-3.35 ms
-per batch of 128 on this project's 2-core CI machine (shared/docs/anchors.md says 13.7 ms), and
-the time goes to two places:
-
-* Keras' SGD updates the *whole* embedding tables on every step, because momentum keeps every
-  row moving (138,493 x 10 user weights for 128 ratings), and Keras reads each table whole
-  into the graph before gathering rows from it;
-* per-step overhead: one call from Python into TensorFlow per batch, and a thread-pool hand-off
-  for every tiny op.
-
-This module's loop keeps the model and the loss and removes those costs. The model is split at
-its embedding lookups: rows are gathered straight from the tables, the rest of the network is
-the model's own Keras layers, and the gradient of each table is the gradient of its gathered
-rows. Many steps run inside one compiled ``tf.function`` call.
-
-Three ways to update the embedding tables (``train.table_updates``):
-
-* ``lazy`` (default): the tutorial's rule, Keras' SGD with momentum, computed only where it is
-  needed. Under that rule a row the batch does not touch still moves: ``m = momentum * m`` and
-  ``w += m`` on every step. Those steps have a closed form: after k untouched steps,
-  ``w += m * (momentum + ... + momentum^k)`` and ``m *= momentum^k``, read from a table over k
-  (``momentum_powers``, which also covers a whole-table L2 decay). Each input (user, movie)
-  keeps the step at which every row was last brought up to date, and a row is caught up just
-  before a batch reads it; every row is caught up at the end of each epoch, before the test
-  split is scored and the model is saved. Same rule, same result up to float rounding, at the
-  cost of the touched rows.
-* ``dense``: the same rule computed the tutorial's way, every row of every table on every step
-  (the reference the tests compare ``lazy`` against; about 6x slower at MovieLens-20M scale).
-* ``sparse``: TensorFlow 1's ``MomentumOptimizer`` rule for sparse gradients, a different rule:
-  a row's momentum is kept, decayed and applied only on the steps that touch it, so an untouched
-  row does not move.
-
-Beyond the tutorial (``UpdateRule``): L2 penalties on the embedding rows (per rating, or the
-whole table on every step, which ``lazy`` applies to untouched rows in closed form too) and on
-the Dense kernels, and Adam, computed on every row (``dense``, Keras' Adam) or on the touched
-rows only (``sparse``, LazyAdam's rule).
-
-Duplicate ids in a batch are summed first in ``lazy`` and ``sparse``, so each row is updated once
-per step and every scatter has distinct indices (deterministic on any device). Dense layers use
-Keras' rule in all three. ``python -m movierec.bench speed`` measures them against the tutorial's
-``model.fit`` and checks the accuracy of each.
+The step itself (the loss of one batch, its gradients and the update rules) is in
+``movierec.steps``; the objectives' losses and their epoch data in ``movierec.objectives``. This
+module drives them: it builds each epoch's examples (the ratings, shuffled, or positives with
+freshly sampled negatives), runs the epochs, scores the test split (and the validation part of
+the train split) after each, stops early, refits, and checkpoints every completed epoch so that a
+killed run resumes exactly.
 """
 
 from __future__ import annotations
@@ -58,15 +23,24 @@ import tensorflow as tf
 
 from movierec import checkpoint
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
-from movierec.config import OPTIMIZERS, TABLE_UPDATES, TrainParams
+from movierec.config import TrainParams
 from movierec.errors import DataError
-from movierec.model import build_model, with_offset
+from movierec.model import as_scorer, build_model, with_offset
+from movierec.negatives import NegativeSampler
+from movierec.objectives import epoch_data
+from movierec.ranking_probe import RankingProbe
+from movierec.steps import RowSplitModel, TrainLoop, UpdateRule
 
 # Prediction-only batch size: it changes speed, never the predictions' values beyond float
 # rounding, so it is not a params.yaml knob.
 PREDICT_BATCH_SIZE = 8192
 
+# The per-epoch curves (plots/training.csv): the rating objective's, as the tutorial draws
+# them, and the ranking objectives' (the loss, and NDCG@k of full-catalogue top-k lists).
 HISTORY_COLUMNS = ("epoch", "train_loss", "test_loss", "train_mse", "test_mse")
+VAL_COLUMNS = ("val_loss", "val_mse")
+RANKING_HISTORY_COLUMNS = ("epoch", "train_loss", "test_ndcg")
+RANKING_VAL_COLUMNS = ("val_ndcg",)
 
 
 def make_deterministic(seed: int) -> None:
@@ -99,370 +73,23 @@ def model_inputs(df: pd.DataFrame) -> list[np.ndarray]:
             df[MOVIE_IDX_COL].to_numpy(np.int32).reshape(-1, 1)]
 
 
-def _tf_variable(variable: keras.Variable) -> tf.Variable:
-    value = variable.value  # the TensorFlow variable behind a float32 Keras variable
-    if not isinstance(value, tf.Variable):
-        raise TypeError(f"expected a TensorFlow-backed Keras variable, received {type(value)}")
-    return value
-
-
-class RowSplitModel:
-    """A Keras model split at its embedding lookups, for training with row updates.
-
-    Every ``Embedding`` layer must read one of the model's inputs directly (true of the
-    tutorial's network). ``lookup`` gathers the rows of each table for a batch of ids and
-    ``head`` runs the remaining layers, the model's own, on them.
-    """
-
-    def __init__(self, model: keras.Model):
-        layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
-        self.feeds = []
-        for layer in layers:
-            feed = [i for i, t in enumerate(model.inputs) if t is layer.input]
-            if not feed:
-                raise ValueError(f"RowSplitModel: embedding {layer.name!r} does not read a model "
-                                 "input directly (expected Input -> Embedding)")
-            self.feeds.append(feed[0])
-        self.tail = keras.Model([layer.output for layer in layers], model.output,
-                                name=f"{model.name}_after_lookups")
-        self.tables = [_tf_variable(layer.embeddings) for layer in layers]
-        table_ids = {id(layer.embeddings) for layer in layers}
-        rest = [v for v in model.trainable_variables if id(v) not in table_ids]
-        self.dense = [_tf_variable(v) for v in rest]
-        # Which of them are Dense kernels, the weights an L2 "kernel regulariser" penalises.
-        self.is_kernel = [v.path.endswith("/kernel") for v in rest]
-
-    def lookup(self, ids: list[tf.Tensor]) -> list[tf.Tensor]:
-        """Each table's rows (b, K) for a batch of input ids (one (b,) tensor per model input).
-
-        ``tf.gather`` on the variable itself reads only the batch's rows, and its gradient is
-        those rows' gradients (``tf.IndexedSlices``); reading a table whole, as Keras'
-        ``Embedding`` does, would copy it on every step once rows have been updated in place.
-        """
-        return [tf.gather(table, ids[f]) for table, f in zip(self.tables, self.feeds,
-                                                              strict=True)]
-
-    def head(self, rows: list[tf.Tensor], training: bool) -> tf.Tensor:
-        """Predictions (b,) from the gathered rows: the model's layers after the lookups."""
-        return tf.reshape(self.tail([r[:, None, :] for r in rows], training=training), [-1])
-
-    def forward(self, ids: list[tf.Tensor], training: bool) -> tf.Tensor:
-        """Predictions (b,) for a batch of input ids."""
-        return self.head(self.lookup(ids), training)
-
-
-# Keras' Adam defaults; only the learning rate is a params.yaml knob.
-ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
-
-
-@dataclass(frozen=True)
-class UpdateRule:
-    """What one training step does to the weights: optimiser, table rule and L2 penalties.
-
-    ``l2_embeddings`` weighs the squared embedding and bias rows. ``per_rating``: each rating
-    of the batch adds its own user's and movie's rows, averaged over the batch like the squared
-    errors (the penalty of matrix factorisation, Surprise's SVD), so a row is pulled towards 0
-    in proportion to how often it is rated. ``whole_table``: every row of every table, on every
-    step (Keras' ``embeddings_regularizer=l2(...)``), so rarely rated rows decay between their
-    ratings. ``l2_dense`` adds the squared Dense kernels (Keras' ``kernel_regularizer``).
-    """
-
-    optimizer: str = "sgd"
-    learning_rate: float = 0.08
-    momentum: float = 0.9
-    table_updates: str = "lazy"
-    l2_embeddings: float = 0.0
-    l2_embeddings_form: str = "per_rating"
-    l2_dense: float = 0.0
-
-    @classmethod
-    def from_params(cls, params: TrainParams) -> UpdateRule:
-        return cls(params.optimizer, params.learning_rate, params.momentum,
-                   params.table_updates, params.l2_embeddings, params.l2_embeddings_form,
-                   params.l2_dense)
-
-    @property
-    def whole_table_l2(self) -> float:
-        return self.l2_embeddings if self.l2_embeddings_form == "whole_table" else 0.0
-
-    @property
-    def per_rating_l2(self) -> float:
-        return self.l2_embeddings if self.l2_embeddings_form == "per_rating" else 0.0
-
-
-def momentum_powers(n: int, learning_rate: float, momentum: float,
-                    decay: float) -> np.ndarray:
-    """Rows k = 0..n-1: the matrix M^k of k SGD-with-momentum steps on a row whose only
-    gradient is the whole-table L2 term ``decay * w`` (``decay`` = 2 * l2).
-
-    One such step is ``m = momentum * m - lr * decay * w; w += m``, linear in (w, m):
-    ``M = [[1 - a, momentum], [-a, momentum]]`` with ``a = lr * decay``. Returned as columns
-    (M00 - 1, M01, M10, M11), so that ``w += (M00 - 1) * w + M01 * m``; without a penalty
-    ``M01 = momentum + ... + momentum^k`` and ``M11 = momentum^k``. Computed in float64.
-    """
-    a = learning_rate * decay
-    step = np.array([[1.0 - a, momentum], [-a, momentum]])
-    out = np.empty((n, 4))
-    power = np.eye(2)
-    for k in range(n):
-        out[k] = power[0, 0] - 1.0, power[0, 1], power[1, 0], power[1, 1]
-        power = step @ power
-    return out
-
-
-class TrainLoop:
-    """The training loop over a :class:`RowSplitModel`, many steps per TensorFlow call."""
-
-    def __init__(self, split: RowSplitModel, batch_size: int, rule: UpdateRule = UpdateRule()):
-        if rule.table_updates not in TABLE_UPDATES:
-            raise ValueError(f"TrainLoop: received table_updates={rule.table_updates!r} "
-                             f"(expected one of {', '.join(TABLE_UPDATES)})")
-        if rule.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainLoop: received optimizer={rule.optimizer!r} "
-                             f"(expected one of {', '.join(OPTIMIZERS)})")
-        if rule.optimizer == "adam" and rule.table_updates == "lazy":
-            raise ValueError("TrainLoop: lazy table updates are for sgd (received adam; "
-                             "expected dense or sparse)")
-        if rule.whole_table_l2 and rule.table_updates == "sparse":
-            raise ValueError("TrainLoop: a whole_table L2 penalty needs lazy or dense table "
-                             "updates (received sparse)")
-        self.split = split
-        self.rule = rule
-        self.lr, self.mu = rule.learning_rate, rule.momentum
-        self.batch_size = batch_size
-        self.table_updates = rule.table_updates
-        self.adam = rule.optimizer == "adam"
-        # Optimiser state per weight: SGD's momentum, or Adam's first and second moments.
-        n_slots = 2 if self.adam else 1
-        self.table_slots = [[tf.Variable(tf.zeros_like(t), trainable=False)
-                             for _ in range(n_slots)] for t in split.tables]
-        self.dense_slots = [[tf.Variable(tf.zeros_like(v), trainable=False)
-                             for _ in range(n_slots)] for v in split.dense]
-        # Steps taken so far, and for ``lazy`` the step each row is up to date with. Tables read
-        # by the same input (user embedding and user bias) are touched together, so they share
-        # one record per input.
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.inputs = sorted(set(split.feeds))
-        sizes = {f: t.shape[0] for f, t in zip(split.feeds, split.tables, strict=True)}
-        self.lazy = rule.table_updates == "lazy"
-        self.row_step = {f: tf.Variable(tf.zeros([sizes[f]], tf.int64), trainable=False)
-                         for f in self.inputs} if self.lazy else {}
-        # lazy: M^k for k untouched steps (momentum_powers), grown as epochs need.
-        self.powers = tf.Variable(tf.zeros([0, 4]), shape=tf.TensorShape([None, 4]),
-                                  trainable=False)
-        self._n_powers = 0  # rows in self.powers (its static shape is unknown)
-        self._pending = 0  # steps since every row was last caught up
-        spec = tf.TensorSpec([None], tf.int32)
-        self._run_steps_fn = tf.function(self._run_steps, input_signature=[
-            spec, spec, tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
-        self.predict_batch = tf.function(self._predict_batch, input_signature=[spec, spec])
-        self._catch_up_fn = tf.function(self._catch_up_all)
-
-    def state_variables(self) -> list[tf.Variable]:
-        """The optimiser's state: with the model's variables, all a resumed run needs."""
-        slots = [s for group in self.table_slots + self.dense_slots for s in group]
-        return [self.step, *slots, *self.row_step.values()]
-
-    def run_steps(self, users, movies, y, first_step, n_steps) -> tf.Tensor:
-        """Runs batches first_step .. first_step + n_steps - 1; returns their squared-error sum."""
-        self._pending += int(n_steps)
-        self._reserve_powers(self._pending + 1)
-        return self._run_steps_fn(users, movies, y, first_step, n_steps)
-
-    def _reserve_powers(self, n: int) -> None:
-        """Makes self.powers cover k = 0..n-1 untouched steps (lazy rule only)."""
-        if self.lazy and self._n_powers < n:
-            self._n_powers = max(n, 2 * self._n_powers)  # few rebuilds if called step by step
-            self.powers.assign(momentum_powers(
-                self._n_powers, self.lr, self.mu, 2.0 * self.rule.whole_table_l2
-            ).astype(np.float32))
-
-    def catch_up(self) -> None:
-        """Brings every row of every table up to the current step (lazy rule only)."""
-        self._catch_up_fn()
-        self._pending = 0
-
-    def _step(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        split, rule = self.split, self.rule
-        step = self.step.assign_add(1)
-        ids = [users, movies]
-        # (rows, position of each id); the dense rule needs neither.
-        distinct = ({f: tf.unique(ids[f]) for f in self.inputs}
-                    if self.table_updates != "dense" else {})
-        if self.lazy:
-            # Bring the batch's rows up to the end of the previous step before reading them.
-            caught = [self._catch_up_rows(table, slots[0], distinct[f][0],
-                                          step - 1 - tf.gather(self.row_step[f],
-                                                               distinct[f][0]))
-                      for table, slots, f in zip(split.tables, self.table_slots, split.feeds,
-                                                 strict=True)]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(split.tables + split.dense)
-            rows = split.lookup(ids)
-            err = split.head(rows, training=True) - y
-            loss = tf.reduce_mean(tf.square(err))
-            if rule.per_rating_l2:
-                loss += rule.per_rating_l2 * tf.add_n(
-                    [tf.reduce_sum(tf.square(r)) for r in rows]) / tf.cast(tf.size(y), tf.float32)
-        grads = tape.gradient(loss, split.tables + split.dense)
-        n_tables = len(split.tables)
-        decay = 2.0 * rule.whole_table_l2  # d/dw of l2 * w^2
-        if self.adam:
-            t = tf.cast(step, tf.float32)
-            alpha = (self.lr * tf.sqrt(1.0 - tf.pow(ADAM_BETA_2, t))
-                     / (1.0 - tf.pow(ADAM_BETA_1, t)))
-        for i, (table, slots, g, f) in enumerate(zip(split.tables, self.table_slots,
-                                                     grads[:n_tables], split.feeds, strict=True)):
-            if self.table_updates == "dense":
-                g = tf.convert_to_tensor(g)
-                if decay:
-                    g += decay * table
-                self._dense_update(table, slots, g, alpha if self.adam else None)
-                continue
-            rows_i, position = distinct[f]
-            g = tf.math.unsorted_segment_sum(g.values, position, tf.size(rows_i))
-            if self.adam:  # touched rows only: LazyAdam's rule
-                m, v = (tf.gather(s, rows_i) for s in slots)
-                m += (g - m) * (1.0 - ADAM_BETA_1)
-                v += (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
-                for s, value in zip(slots, (m, v), strict=True):
-                    s.scatter_update(tf.IndexedSlices(value, rows_i))
-                table.scatter_sub(tf.IndexedSlices(alpha * m / (tf.sqrt(v) + ADAM_EPSILON),
-                                                   rows_i))
-                continue
-            if self.lazy:
-                w, m = caught[i]
-                if decay:
-                    g += decay * w
-            else:
-                m = tf.gather(slots[0], rows_i)
-            m = m * self.mu - self.lr * g
-            slots[0].scatter_update(tf.IndexedSlices(m, rows_i))
-            table.scatter_add(tf.IndexedSlices(m, rows_i))
-        for f, row_step in self.row_step.items():
-            rows_f = distinct[f][0]
-            row_step.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows_f), step), rows_f))
-        for var, slots, g, kernel in zip(split.dense, self.dense_slots, grads[n_tables:],
-                                         split.is_kernel, strict=True):
-            if kernel and rule.l2_dense:
-                g += 2.0 * rule.l2_dense * var
-            self._dense_update(var, slots, g, alpha if self.adam else None)
-        return tf.reduce_sum(tf.square(err))
-
-    def _dense_update(self, var: tf.Variable, slots: list[tf.Variable], g: tf.Tensor,
-                      alpha: tf.Tensor | None) -> None:
-        if alpha is None:  # Keras' SGD: m = momentum * m - lr * g; w += m.
-            slots[0].assign(slots[0] * self.mu - self.lr * g)
-            var.assign_add(slots[0])
-            return
-        # Keras' Adam, with alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t).
-        m, v = slots
-        m.assign_add((g - m) * (1.0 - ADAM_BETA_1))
-        v.assign_add((tf.square(g) - v) * (1.0 - ADAM_BETA_2))
-        var.assign_sub(alpha * m / (tf.sqrt(v) + ADAM_EPSILON))
-
-    def _catch_up_rows(self, table: tf.Variable, slot: tf.Variable, rows: tf.Tensor,
-                       k: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor]:
-        """Applies k momentum-only steps to ``rows`` (k per row); returns their caught-up
-        weights (only with a whole-table penalty, whose gradient needs them) and momentum.
-        The caller updates the momentum and the rows' step."""
-        p = tf.gather(self.powers, k)
-        m = tf.gather(slot, rows)
-        if not self.rule.whole_table_l2:  # M00 = 1, M10 = 0: w += M01 * m
-            table.scatter_add(tf.IndexedSlices(p[:, 1:2] * m, rows))
-            return None, p[:, 3:4] * m
-        w = tf.gather(table, rows)
-        delta = p[:, 0:1] * w + p[:, 1:2] * m
-        table.scatter_add(tf.IndexedSlices(delta, rows))
-        return w + delta, p[:, 2:3] * w + p[:, 3:4] * m
-
-    def _catch_up_all(self) -> None:
-        for table, slots, f in zip(self.split.tables, self.table_slots, self.split.feeds,
-                                   strict=True):
-            p = tf.gather(self.powers, self.step - self.row_step[f])
-            w, m = table.read_value(), slots[0].read_value()
-            table.assign_add(p[:, 0:1] * w + p[:, 1:2] * m)
-            slots[0].assign(p[:, 2:3] * w + p[:, 3:4] * m)
-        for row_step in self.row_step.values():
-            row_step.assign(tf.fill(tf.shape(row_step), self.step.read_value()))
-
-    def _run_steps(self, users, movies, y, first_step, n_steps):
-        sse = tf.constant(0.0)
-        b = self.batch_size
-        for i in tf.range(n_steps):
-            start = (first_step + i) * b
-            sse += self._step(users[start:start + b], movies[start:start + b],
-                              y[start:start + b])
-        return sse
-
-    def _predict_batch(self, users, movies):
-        return self.split.forward([users, movies], training=False)
-
-    def predict(self, users: tf.Tensor, movies: tf.Tensor) -> np.ndarray:
-        """Centred predictions for all rows, in batches of PREDICT_BATCH_SIZE."""
-        n = int(users.shape[0])
-        parts = [self.predict_batch(users[s:s + PREDICT_BATCH_SIZE],
-                                    movies[s:s + PREDICT_BATCH_SIZE]).numpy()
-                 for s in range(0, n, PREDICT_BATCH_SIZE)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-    def penalty(self, users: np.ndarray, movies: np.ndarray) -> float:
-        """The L2 terms of the loss at the current weights, for ratings (users, movies): what
-        the loss adds to the MSE (0 without regularisation)."""
-        rule, split = self.rule, self.split
-        total = 0.0
-        if rule.l2_dense:
-            total += rule.l2_dense * sum(float(np.sum(np.square(v.numpy(), dtype=np.float64)))
-                                         for v, k in zip(split.dense, split.is_kernel,
-                                                         strict=True) if k)
-        if rule.whole_table_l2:
-            total += rule.whole_table_l2 * sum(
-                float(np.sum(np.square(t.numpy(), dtype=np.float64))) for t in split.tables)
-        if rule.per_rating_l2 and len(users):
-            ids = [users, movies]
-            total += rule.per_rating_l2 * sum(
-                float(np.mean(np.sum(np.square(t.numpy(), dtype=np.float64), axis=1)[ids[f]]))
-                for t, f in zip(split.tables, split.feeds, strict=True))
-        return total
-
-    def epoch(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor,
-              steps_per_call: int) -> float:
-        """One pass over (already shuffled) data; returns the mean squared error of its batches.
-
-        That is Keras' training MSE: the batch errors averaged, weighted by batch size, with
-        the weights changing along the way. The last batch may be smaller, as in ``model.fit``.
-        Afterwards every table row is up to date, so the model can be scored or saved.
-        """
-        n = int(users.shape[0])
-        n_steps = -(-n // self.batch_size)
-        self._reserve_powers(self._pending + n_steps + 1)
-        sse = 0.0
-        for first in range(0, n_steps, steps_per_call):
-            count = min(steps_per_call, n_steps - first)
-            sse += float(self.run_steps(users, movies, y, tf.constant(first, tf.int32),
-                                        tf.constant(count, tf.int32)))
-        if self.lazy:
-            self.catch_up()
-        return sse / n
-
 
 @dataclass(frozen=True)
 class TrainResult:
-    model: keras.Model  # predicts ratings (the training mean is inside)
-    history: pd.DataFrame  # HISTORY_COLUMNS (+ VAL_COLUMNS with a validation split), per epoch
-    train_mean: float
+    # rating: predicts ratings (the training mean is inside); ranking objectives: a score
+    model: keras.Model
+    history: pd.DataFrame  # (RANKING_)HISTORY_COLUMNS (+ (RANKING_)VAL_COLUMNS), per epoch
+    train_mean: float  # the rating objective's centring (0 for the ranking objectives)
     seconds: float  # everything: epochs and per-epoch scoring
-    fit_seconds: float  # the epochs alone
-    samples_per_second: float  # training samples per second of fit_seconds
+    fit_seconds: float  # the epochs alone (for ranking, with the negatives' sampling)
+    samples_per_second: float  # training examples per second of fit_seconds
     best_epoch: int  # the epoch whose weights the model has (the last without validation)
     n_fit: int  # ratings the SGD steps used (the train split less the validation part)
     # With refit: the early-stopped run that chose the epoch count (best_epoch, epochs_run,
-    # val_mse, n_fit); the fields above describe the final run on the whole train split.
+    # val_mse or val_ndcg, n_fit); the fields above describe the final run on the whole split.
     selection: dict | None = None
-
-
-VAL_COLUMNS = ("val_loss", "val_mse")
+    examples_per_epoch: int = 0  # ratings (rating), positives + negatives (bce), triples (bpr)
+    negatives: dict | None = None  # the sampler's counts: drawn, rejected (hit a positive)
 
 
 def split_validation(train_df: pd.DataFrame, fraction: float,
@@ -484,7 +111,11 @@ def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.T
             tf.constant(df[RATING_COL].to_numpy(np.float32) - np.float32(mu)))
 
 
-def _scorer(loop: TrainLoop, df: pd.DataFrame, mu: float):
+def _ids(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return df[USER_IDX_COL].to_numpy(), df[MOVIE_IDX_COL].to_numpy()
+
+
+def _mse_scorer(loop: TrainLoop, df: pd.DataFrame, mu: float):
     """A function giving (MSE, loss) on ``df`` at the loop's current weights."""
     users, movies, y = _as_tensors(df, mu)
     target = y.numpy().astype(np.float64)
@@ -503,20 +134,22 @@ def setup(params: TrainParams, n_users: int, n_movies: int) -> tuple[keras.Model
     centred = build_model(params.model, n_users, n_movies, params.latent_dim,
                           params.hidden_units, params.dropout)
     return centred, TrainLoop(RowSplitModel(centred), params.batch_size,
-                              UpdateRule.from_params(params))
+                              UpdateRule.from_params(params), params.objective)
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
           params: TrainParams, verbose: int = 2,
           checkpoint_dir: str | Path | None = None) -> TrainResult:
-    """Fits the tutorial's model.
+    """Fits the tutorial's model with ``params.objective``.
 
     The test split is only scored for the report (its per-epoch curve) and never decides
     anything. With ``params.val_fraction > 0``, that fraction of the train split is held out;
-    training stops after ``params.patience`` epochs without a lower validation MSE, and the
-    model gets the weights of its best validation epoch. With ``params.refit``, the model is
-    then trained again from the same initial weights on the whole train split, for the number
-    of epochs early stopping chose: the held-out ratings are used for fitting too.
+    training stops after ``params.patience`` epochs without a better validation score (a lower
+    MSE for the rating objective, a higher NDCG@k of full-catalogue lists for the ranking
+    ones), and the model gets the weights of its best validation epoch. With ``params.refit``,
+    the model is then trained again from the same initial weights on the whole train split,
+    for the number of epochs early stopping chose: the held-out ratings are used for fitting
+    too.
 
     With ``checkpoint_dir``, every completed epoch is checkpointed there, and a run with the
     same params and data resumes from the last one, ending exactly as an uninterrupted run.
@@ -533,14 +166,65 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
               f"{len(train_df):,} ratings of the train split", flush=True)
     final = _fit(train_df, None, test_df, n_users, n_movies, params, result.best_epoch, verbose,
                  folder / "refit.npz" if folder else None)
-    samples = result.samples_per_second * result.fit_seconds + final.n_fit * final.best_epoch
+    samples = (result.samples_per_second * result.fit_seconds
+               + final.examples_per_epoch * final.best_epoch)
     fit_seconds = result.fit_seconds + final.fit_seconds
+    val = "val_ndcg" if params.ranks else "val_mse"
     return dataclasses.replace(
         final, seconds=result.seconds + final.seconds, fit_seconds=fit_seconds,
         samples_per_second=samples / max(fit_seconds, 1e-9),
         selection={"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-                   "val_mse": float(result.history["val_mse"].iloc[result.best_epoch - 1]),
+                   val: float(result.history[val].iloc[result.best_epoch - 1]),
                    "n_fit": result.n_fit})
+
+
+class _Scores:
+    """What is measured after each epoch: the history row's values past the train loss, and
+    the early-stopping criterion (lower is better) when there is a validation part."""
+
+    def __init__(self, loop: TrainLoop, centred: keras.Model, fit_df: pd.DataFrame,
+                 val_df: pd.DataFrame | None, test_df: pd.DataFrame, mu: float,
+                 params: TrainParams, n_users: int, n_movies: int):
+        self.ranks = params.ranks
+        self.centred = centred
+        self.k = params.ndcg_k
+        if self.ranks:  # NDCG@k of top-k lists over the catalogue minus the user's fit movies
+            def probe(df: pd.DataFrame) -> RankingProbe:
+                return RankingProbe(*_ids(fit_df), *_ids(df), n_users, n_movies, params.ndcg_k,
+                                    params.ndcg_users, params.seed)
+            self.test = probe(test_df)
+            self.val = probe(val_df) if val_df is not None else None
+        else:
+            self.test = _mse_scorer(loop, test_df, mu)
+            self.val = _mse_scorer(loop, val_df, mu) if val_df is not None else None
+
+    @property
+    def columns(self) -> list[str]:
+        if self.ranks:
+            return list(RANKING_HISTORY_COLUMNS) + (list(RANKING_VAL_COLUMNS) if self.val else [])
+        return list(HISTORY_COLUMNS) + (list(VAL_COLUMNS) if self.val else [])
+
+    def after_epoch(self, train_loss: float, train_penalty: float
+                    ) -> tuple[list[float], float | None, str]:
+        """(the row after the epoch number, criterion, a note for the log)."""
+        if self.ranks:
+            test = self.test.ndcg(self.centred)
+            row = [train_loss + train_penalty, test]
+            if self.val is None:
+                return row, None, f"train loss {row[0]:.4f}, test NDCG@{self.k} {test:.4f}"
+            val = self.val.ndcg(self.centred)
+            return ([*row, val], -val, f"train loss {row[0]:.4f}, validation NDCG@{self.k} "
+                    f"{val:.4f}, test NDCG@{self.k} {test:.4f}")
+        test_mse, test_loss = self.test()
+        row = [train_loss + train_penalty, test_loss, train_loss, test_mse]
+        note = f"train MSE {train_loss:.4f}"
+        criterion = None
+        if self.val is not None:
+            val_mse, val_loss = self.val()
+            row += [val_loss, val_mse]
+            criterion = val_mse
+            note += f", validation MSE {val_mse:.4f}"
+        return row, criterion, note + f", test MSE {test_mse:.4f}"
 
 
 def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFrame,
@@ -548,19 +232,22 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
          checkpoint_path: Path | None = None) -> TrainResult:
     """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``,
     checkpointed after every epoch to ``checkpoint_path`` and resumed from it."""
-    mu = float(fit_df[RATING_COL].to_numpy(np.float64).mean())
+    # The rating objective learns ratings centred on their mean; the others learn labels.
+    mu = 0.0 if params.ranks else float(fit_df[RATING_COL].to_numpy(np.float64).mean())
     centred, loop = setup(params, n_users, n_movies)
-    users, movies, y = _as_tensors(fit_df, mu)
-    score_test = _scorer(loop, test_df, mu)
-    score_val = _scorer(loop, val_df, mu) if val_df is not None else None
-    fit_ids = [fit_df[c].to_numpy() for c in (USER_IDX_COL, MOVIE_IDX_COL)]
-    # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed.
+    fit_users, fit_movies = _ids(fit_df)
+    targets = fit_df[RATING_COL].to_numpy(np.float32) - np.float32(mu)
+    sampler = (NegativeSampler(fit_users, fit_movies, n_users, n_movies,
+                               params.negative_sampling) if params.ranks else None)
+    scores = _Scores(loop, centred, fit_df, val_df, test_df, mu, params, n_users, n_movies)
+    # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed; the same
+    # generator draws the negatives, so its state is all a resumed run needs to redraw them.
     rng = np.random.default_rng(params.seed)
     state = list(centred.variables) + loop.state_variables()
 
     rows = []
     fit_seconds = 0.0
-    best = (np.inf, 0, None)  # validation MSE, epoch, weights
+    best = (np.inf, 0, None)  # criterion (lower is better), epoch, weights
     seconds_before = 0.0
     if checkpoint_path is not None:
         digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
@@ -579,35 +266,36 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
                 best = (meta["best_val"], meta["best_epoch"],
                         [arrays[f"best_{i}"] for i in range(len(centred.weights))])
             rng.bit_generator.state = meta["rng"]  # where the shuffles had got to
+            if sampler is not None:
+                sampler.stats = dataclasses.replace(sampler.stats, **meta["negatives"])
             if verbose:
                 print(f"train: resuming after epoch {len(rows)} from {checkpoint_path}",
                       flush=True)
 
     def stopped() -> bool:
-        return score_val is not None and bool(rows) and len(rows) - best[1] >= params.patience
+        return scores.val is not None and bool(rows) and len(rows) - best[1] >= params.patience
 
     start = time.perf_counter()
+    n_examples = 0
     while len(rows) < epochs and not stopped():
         epoch = len(rows) + 1
-        order = tf.constant(rng.permutation(len(fit_df)).astype(np.int32))
         tick = time.perf_counter()
-        train_mse = loop.epoch(tf.gather(users, order), tf.gather(movies, order),
-                               tf.gather(y, order), params.steps_per_execution)
+        data = epoch_data(params.objective, fit_users, fit_movies, targets, rng, sampler,
+                          params.negatives)
+        n_examples = len(data)
+        train_loss = loop.epoch(tf.constant(data.users), tf.constant(data.movies),
+                                tf.constant(data.targets), params.steps_per_execution,
+                                tf.constant(data.negatives))
         fit_seconds += time.perf_counter() - tick
-        # Loss = MSE + the L2 terms (at the epoch's final weights), as Keras reports it.
-        test_mse, test_loss = score_test()
-        row = [epoch, train_mse + loop.penalty(*fit_ids), test_loss, train_mse, test_mse]
-        note = ""
-        if score_val is not None:
-            val_mse, val_loss = score_val()
-            row += [val_loss, val_mse]
-            note = f", validation MSE {val_mse:.4f}"
-            if val_mse < best[0]:
-                best = (val_mse, epoch, [w.numpy() for w in centred.weights])
-        rows.append(row)
+        # Loss = the objective + the L2 terms (at the epoch's final weights), as Keras reports.
+        values, criterion, note = scores.after_epoch(train_loss,
+                                                     loop.penalty(fit_users, fit_movies))
+        if criterion is not None and criterion < best[0]:
+            best = (criterion, epoch, [w.numpy() for w in centred.weights])
+        rows.append([epoch, *values])
         if verbose:
-            print(f"epoch {epoch}/{epochs}: train MSE {train_mse:.4f}{note}, "
-                  f"test MSE {test_mse:.4f} ({time.perf_counter() - tick:.1f} s)", flush=True)
+            print(f"epoch {epoch}/{epochs}: {note} ({time.perf_counter() - tick:.1f} s)",
+                  flush=True)
         if checkpoint_path is not None:
             arrays = {f"state_{i}": var.numpy() for i, var in enumerate(state)}
             if best[2] is not None:
@@ -616,25 +304,32 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
                 "fingerprint": digest, "rows": rows, "fit_seconds": fit_seconds,
                 "seconds": seconds_before + time.perf_counter() - start,
                 "best_val": float(best[0]), "best_epoch": best[1],
-                "rng": rng.bit_generator.state}, arrays)
+                "rng": rng.bit_generator.state,
+                "negatives": dataclasses.asdict(sampler.stats) if sampler else None}, arrays)
     if stopped() and verbose:
-        print(f"early stop: no better validation MSE for {params.patience} epochs; "
+        what = f"NDCG@{params.ndcg_k}" if params.ranks else "MSE"
+        print(f"early stop: no better validation {what} for {params.patience} epochs; "
               f"keeping epoch {best[1]}'s weights", flush=True)
     seconds = seconds_before + time.perf_counter() - start
-    columns = list(HISTORY_COLUMNS) + (list(VAL_COLUMNS) if val_df is not None else [])
-    history = pd.DataFrame(rows, columns=columns).astype({"epoch": int})
+    history = pd.DataFrame(rows, columns=scores.columns).astype({"epoch": int})
     best_epoch = len(rows)
     if val_df is not None:
         best_epoch = best[1]
         for weight, value in zip(centred.weights, best[2], strict=True):
             weight.assign(value)
-    return TrainResult(model=with_offset(centred, mu), history=history, train_mean=mu,
+    if not n_examples:  # resumed after the last epoch: count what an epoch holds
+        n_examples = len(fit_df) * (1 + params.negatives if params.objective == "bce"
+                                    else params.negatives if params.objective == "bpr" else 1)
+    model = (as_scorer(centred, params.objective) if params.ranks
+             else with_offset(centred, mu))
+    return TrainResult(model=model, history=history, train_mean=mu,
                        seconds=seconds, fit_seconds=fit_seconds,
-                       samples_per_second=len(fit_df) * len(rows) / max(fit_seconds, 1e-9),
-                       best_epoch=best_epoch, n_fit=len(fit_df))
+                       samples_per_second=n_examples * len(rows) / max(fit_seconds, 1e-9),
+                       best_epoch=best_epoch, n_fit=len(fit_df), examples_per_epoch=n_examples,
+                       negatives=dataclasses.asdict(sampler.stats) if sampler else None)
 
 
 def predict(model: keras.Model, df: pd.DataFrame) -> np.ndarray:
-    """Predicted ratings for the (user_idx, movie_idx) rows of ``df``."""
+    """The model's output (predicted ratings, or scores) for the (user_idx, movie_idx) rows."""
     out = model.predict(model_inputs(df), batch_size=PREDICT_BATCH_SIZE, verbose=0)
     return np.asarray(out, dtype=np.float64).reshape(-1)
