@@ -1,6 +1,7 @@
 """DVC stage `evaluate`: test MSE/RMSE/MAE and top-k ranking quality against baselines, and
 the figures."""
 
+import numpy as np
 import pandas as pd
 
 from movierec import plots
@@ -10,7 +11,7 @@ from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USE
 from movierec.config import load_params
 from movierec.io import read_parquet, write_csv, write_json
 from movierec.metrics import per_star, rating_metrics
-from movierec.model import load_model, train_mean_of
+from movierec.model import load_model, objective_of, train_mean_of
 from movierec.ranking_eval import ranking_section
 from movierec.training import predict
 
@@ -34,9 +35,10 @@ def main() -> None:
     params = load_params(args.params).evaluate
 
     model = load_model(args.model)
+    objective = objective_of(model)
     test_df = read_parquet(args.test)
     y_true = test_df[RATING_COL].to_numpy()
-    y_pred = predict(model, test_df)
+    y_pred = predict(model, test_df)  # ratings, or a ranking model's scores
     # The bias baseline sees the same training split as the model and ids from the same index.
     train_df = read_parquet(args.train, columns=[USER_IDX_COL, MOVIE_IDX_COL, RATING_COL])
     n_users = model.get_layer("user_embedding").input_dim
@@ -44,8 +46,14 @@ def main() -> None:
     biases = fit_biases(train_df[USER_IDX_COL].to_numpy(), train_df[MOVIE_IDX_COL].to_numpy(),
                         train_df[RATING_COL].to_numpy(), n_users, n_movies,
                         params.bias_reg_user, params.bias_reg_movie, params.bias_epochs)
-    bias_pred = biases.predict(test_df[USER_IDX_COL].to_numpy(), test_df[MOVIE_IDX_COL].to_numpy())
-    report = rating_metrics(y_true, y_pred, train_mean_of(model), bias_pred)
+    if objective == "rating":
+        bias_pred = biases.predict(test_df[USER_IDX_COL].to_numpy(),
+                                   test_df[MOVIE_IDX_COL].to_numpy())
+        report = rating_metrics(y_true, y_pred, train_mean_of(model), bias_pred)
+    else:
+        report = {"objective": objective, "n_test": len(test_df),
+                  "rating_metrics": f"none: trained with train.objective={objective}, the model "
+                                    "outputs a ranking score, not a rating"}
 
     # Ranking: the full catalogue, the model's lists from the recommend stage.
     report["ranking"] = ranking_section(
@@ -54,24 +62,38 @@ def main() -> None:
         read_parquet(args.movie_index, columns=[MOVIE_COL])[MOVIE_COL].to_numpy(),
         biases.movie, params)
     write_json(report, args.metrics)
-    write_csv(pd.DataFrame(per_star(y_true, y_pred)), args.per_star)
+    stars = per_star(y_true, y_pred)
+    if objective != "rating":  # the mean score per star stays; an RMSE of scores means nothing
+        stars = [{k: v for k, v in row.items() if k != "rmse"} for row in stars]
+    write_csv(pd.DataFrame(stars), args.per_star)
 
     history = pd.read_csv(args.history)
-    plots.curve(history, "loss", args.loss_png, "MSE loss (centred ratings)")
-    plots.curve(history, "mse", args.mse_png, "mean squared error")
-    plots.predicted_by_star(y_true, y_pred, args.by_star_png)
-    plots.rating_histograms(y_true, y_pred, args.histogram_png)
-    print(f"evaluate: test MSE {report['mse']:.4f}, RMSE {report['rmse']:.4f}, "
-          f"MAE {report['mae']:.4f} on {report['n_test']:,} ratings; "
-          f"baselines: global mean MSE {report['global_mean']['mse']:.4f}, user + movie biases "
-          f"MSE {report['bias_baseline']['mse']:.4f}")
+    if objective == "rating":
+        plots.curve(history, "loss", args.loss_png, "MSE loss (centred ratings)")
+        plots.curve(history, "mse", args.mse_png, "mean squared error")
+        plots.predicted_by_star(y_true, y_pred, args.by_star_png)
+        plots.rating_histograms(y_true, y_pred, args.histogram_png)
+        print(f"evaluate: test MSE {report['mse']:.4f}, RMSE {report['rmse']:.4f}, "
+              f"MAE {report['mae']:.4f} on {report['n_test']:,} ratings; baselines: global "
+              f"mean MSE {report['global_mean']['mse']:.4f}, user + movie biases MSE "
+              f"{report['bias_baseline']['mse']:.4f}")
+    else:  # the MSE figure's place holds the per-epoch NDCG, the ranking models' curve
+        plots.curve(history, "loss", args.loss_png, f"{objective} loss")
+        plots.curve(history, "ndcg", args.mse_png, "NDCG@k, full catalogue (train.ndcg_k)")
+        plots.predicted_by_star(y_true, y_pred, args.by_star_png, scores=True)
+        rng = np.random.default_rng(0)  # random pairs to contrast with the held-out ones
+        pairs = pd.DataFrame({USER_IDX_COL: rng.integers(0, n_users, len(test_df)),
+                              MOVIE_IDX_COL: rng.choice(np.unique(train_df[MOVIE_IDX_COL]),
+                                                        len(test_df))})
+        plots.score_histograms(y_pred, predict(model, pairs), args.histogram_png)
+        print(f"evaluate: a {objective} model scores pairs, it does not predict ratings; "
+              f"no rating metrics")
     rank = report["ranking"]
     for name in ("model", "popularity", "biases"):
         r = rank[name]
         print(f"evaluate: ranking@{rank['k']} over {rank['users']:,} users, {name}: precision "
               f"{r['precision']:.4f}, recall {r['recall']:.4f}, NDCG {r['ndcg']:.4f}, "
               f"MAP {r['map']:.4f}")
-
 
 if __name__ == "__main__":
     run_stage(main)

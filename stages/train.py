@@ -1,12 +1,13 @@
-"""DVC stage `train`: fits the tutorial's residual network and saves it as .keras."""
+"""DVC stage `train`: fits the tutorial's residual network (for ratings, or for ranking) and saves
+it as .keras."""
 
 import shutil
 
 from movierec.cli import run_stage, stage_parser
-from movierec.config import load_params
+from movierec.config import TrainParams, load_params
 from movierec.io import read_parquet, write_csv, write_json
 from movierec.model import save_model
-from movierec.training import train
+from movierec.training import TrainResult, train
 
 
 def main() -> None:
@@ -31,30 +32,53 @@ def main() -> None:
 
     save_model(result.model, args.model)
     write_csv(result.history, args.history)
-    last = result.history.iloc[-1]
-    best = result.history.iloc[result.best_epoch - 1]
-    summary = {"train_mean": result.train_mean, "epochs": int(last["epoch"]),
-               "best_epoch": result.best_epoch, "train_mse": float(best["train_mse"]),
-               "n_train": len(train_df), "n_fit": result.n_fit,
-               "n_weights": int(result.model.count_params())}
-    if "val_mse" in best:
-        summary["val_mse"] = float(best["val_mse"])
-    if result.selection is not None:  # refit: the early-stopped run that chose the epochs
-        summary["selection"] = result.selection
-    write_json(summary, args.metrics)
+    write_json(summary(result, params, len(train_df)), args.metrics)
     if args.checkpoint_dir:  # every output is in place: the checkpoints are no longer needed
         shutil.rmtree(args.checkpoint_dir, ignore_errors=True)
-    runs = f"{int(last['epoch'])} epochs x {result.n_fit:,} ratings"
+    last = result.history.iloc[-1]
+    best = result.history.iloc[result.best_epoch - 1]
+    what = "ratings" if not params.ranks else "examples"
+    runs = f"{int(last['epoch'])} epochs x {result.examples_per_epoch:,} {what}"
     if result.selection is not None:
         sel = result.selection
-        runs = (f"{sel['epochs_run']} epochs x {sel['n_fit']:,} ratings (early-stopped, chose "
+        runs = (f"{sel['epochs_run']} epochs on {sel['n_fit']:,} ratings (early-stopped, chose "
                 f"{sel['best_epoch']}), then the refit's {runs},")
-    print(f"train: {runs} in {result.fit_seconds:.1f} s ({result.samples_per_second:,.0f} "
-          f"samples/s, {params.optimizer}, table updates: {params.table_updates}), plus "
-          f"{result.seconds - result.fit_seconds:.1f} s scoring per epoch; model from epoch "
-          f"{result.best_epoch}: train MSE {best['train_mse']:.4f}, test MSE "
-          f"{best['test_mse']:.4f}")
+    if params.ranks:
+        stats = result.negatives
+        scored = (f"train loss {best['train_loss']:.4f}, test NDCG@{params.ndcg_k} "
+                  f"{best['test_ndcg']:.4f}; negatives: {stats['drawn']:,} drawn, "
+                  f"{stats['rejected']:,} redrawn (a rated movie), none kept")
+    else:
+        scored = f"train MSE {best['train_mse']:.4f}, test MSE {best['test_mse']:.4f}"
+    print(f"train: {params.objective} objective, {runs} in {result.fit_seconds:.1f} s "
+          f"({result.samples_per_second:,.0f} samples/s, {params.optimizer}, table updates: "
+          f"{params.table_updates}), plus {result.seconds - result.fit_seconds:.1f} s scoring "
+          f"per epoch; model from epoch {result.best_epoch}: {scored}")
 
+
+def summary(result: TrainResult, params: TrainParams, n_train: int) -> dict:
+    """metrics/train.json: the chosen epoch's figures (the rating objective's keys are the
+    tutorial pipeline's, unchanged)."""
+    last = result.history.iloc[-1]
+    best = result.history.iloc[result.best_epoch - 1]
+    out = {"train_mean": result.train_mean, "epochs": int(last["epoch"]),
+           "best_epoch": result.best_epoch}
+    if params.ranks:
+        out.update({"objective": params.objective, "train_loss": float(best["train_loss"]),
+                    f"test_ndcg@{params.ndcg_k}": float(best["test_ndcg"])})
+        if "val_ndcg" in best:
+            out[f"val_ndcg@{params.ndcg_k}"] = float(best["val_ndcg"])
+        out["negatives"] = dict(result.negatives, rejection_rate=round(
+            result.negatives["rejected"] / max(result.negatives["drawn"], 1), 6))
+    else:
+        out["train_mse"] = float(best["train_mse"])
+    out.update({"n_train": n_train, "n_fit": result.n_fit,
+                "n_weights": int(result.model.count_params())})
+    if "val_mse" in best:
+        out["val_mse"] = float(best["val_mse"])
+    if result.selection is not None:  # refit: the early-stopped run that chose the epochs
+        out["selection"] = result.selection
+    return out
 
 if __name__ == "__main__":
     run_stage(main)

@@ -94,10 +94,17 @@ def run(argv: list[str] | None = None) -> int:
     else:
         try:
             items = recommender.recommend(args.user, args.n)
-            header = f"top {len(items)} for user {args.user} (predicted rating, 0.5-5 stars)"
-            payload = {"userId": args.user, "fallback": None,
-                       "recommendations": [i.as_dict("predicted_rating") for i in items]}
-            body = _table(items, "predicted", ".2f")
+            payload = {"userId": args.user, "fallback": None}
+            if recommender.objective == "rating":
+                header = f"top {len(items)} for user {args.user} (predicted rating, 0.5-5 stars)"
+                payload["recommendations"] = [i.as_dict("predicted_rating") for i in items]
+                body = _table(items, "predicted", ".2f")
+            else:
+                header = (f"top {len(items)} for user {args.user} (ranking score of a model "
+                          f"trained with the {recommender.objective} objective: higher ranks "
+                          "first; not a star rating)")
+                payload["recommendations"] = [i.as_dict("score") for i in items]
+                body = _table(items, "score", ".3f")
         except UnknownIdError as exc:
             if args.fallback != "popular":
                 raise

@@ -108,3 +108,18 @@ def epoch_data(objective: str, users: np.ndarray, movies: np.ndarray, targets: n
     order = rng.permutation(len(repeated))
     return EpochData(repeated[order], np.repeat(movies, negatives)[order],
                      np.zeros(0, np.float32), drawn[order])
+
+
+def mean_loss(objective: str, scores: np.ndarray, targets: np.ndarray,
+              negative_scores: np.ndarray | None = None) -> float:
+    """The objective's mean loss in float64 NumPy, for scoring held-out examples after an epoch
+    (the same formulas as the ``*_terms`` above; ``negative_scores`` for bpr)."""
+    s = np.asarray(scores, np.float64)
+    if objective == "rating":
+        return float(np.mean(np.square(s - targets)))
+    if objective == "bce":  # softplus(s) - y s, written to stay finite for any s
+        return float(np.mean(np.maximum(s, 0) - s * targets + np.log1p(np.exp(-np.abs(s)))))
+    if objective == "bpr":
+        return float(np.mean(np.logaddexp(0.0, np.asarray(negative_scores, np.float64) - s)))
+    raise ValueError(f"mean_loss: received objective={objective!r} (expected one of "
+                     f"{', '.join(OBJECTIVES)})")

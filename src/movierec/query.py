@@ -38,7 +38,7 @@ class Item:
     movie_id: int
     title: str
     genres: str
-    value: float  # predicted rating (clipped to the star scale) or cosine similarity
+    value: float  # predicted rating (clipped to the star scale), ranking score or similarity
     score: float  # the raw model output or the similarity itself
 
     def as_dict(self, value_name: str) -> dict:
@@ -58,8 +58,9 @@ class Recommender:
     """The trained model and the data it was trained on, ready to answer queries."""
 
     def __init__(self, weights: scoring.ScoringWeights, user_ids: np.ndarray,
-                 movies: pd.DataFrame, seen: Seen):
+                 movies: pd.DataFrame, seen: Seen, objective: str = "rating"):
         self.weights = weights
+        self.objective = objective  # rating: predicts stars; bce, bpr: a ranking score
         self.user_ids = user_ids  # by user index, ascending
         self.movie_ids = movies[MOVIE_COL].to_numpy()  # by movie index, ascending
         self.titles = movies[TITLE_COL].fillna("").astype(str).to_numpy()
@@ -71,17 +72,18 @@ class Recommender:
 
     @classmethod
     def load(cls, paths: dict[str, Path]) -> Recommender:
-        from movierec.model import load_model  # imports keras, only here
+        from movierec.model import load_model, objective_of  # imports keras, only here
 
         for name in ("model", "train", "user_index", "movie_index"):
             if not paths[name].exists():
                 raise MovieRecError(f"{paths[name]} not found (expected the pipeline's outputs: "
                                     "run `dvc repro` or `dvc pull` first)")
-        weights = scoring.from_model(load_model(paths["model"]))
+        model = load_model(paths["model"])
+        weights = scoring.from_model(model)
         users = read_parquet(paths["user_index"], columns=[USER_COL])[USER_COL].to_numpy()
         movies = read_parquet(paths["movie_index"])
         seen = Seen.read(paths["train"], weights.n_users, weights.n_movies)
-        return cls(weights, users, movies, seen)
+        return cls(weights, users, movies, seen, objective_of(model))
 
     def user_index(self, user_id: int) -> int:
         i = int(np.searchsorted(self.user_ids, user_id))
@@ -105,6 +107,8 @@ class Recommender:
         """The user's top n movies among those they have not rated in the train split."""
         user = self.user_index(user_id)
         idx, val = recommend_block(self.weights, np.array([user]), self.seen, n)
+        if self.objective != "rating":  # a ranking score has no star scale to clip to
+            return self._items(idx[0], val[0], val[0])
         return self._items(idx[0], np.clip(val[0], RATING_MIN, RATING_MAX), val[0])
 
     def popular(self, n: int) -> list[Item]:

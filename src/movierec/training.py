@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from movierec import checkpoint
+from movierec import checkpoint, objectives
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
 from movierec.config import TrainParams
 from movierec.errors import DataError
@@ -39,8 +39,11 @@ PREDICT_BATCH_SIZE = 8192
 # them, and the ranking objectives' (the loss, and NDCG@k of full-catalogue top-k lists).
 HISTORY_COLUMNS = ("epoch", "train_loss", "test_loss", "train_mse", "test_mse")
 VAL_COLUMNS = ("val_loss", "val_mse")
-RANKING_HISTORY_COLUMNS = ("epoch", "train_loss", "test_ndcg")
-RANKING_VAL_COLUMNS = ("val_ndcg",)
+RANKING_HISTORY_COLUMNS = ("epoch", "train_loss", "test_loss", "test_ndcg")
+RANKING_VAL_COLUMNS = ("val_loss", "val_ndcg")
+# Seed of the negatives drawn once for the held-out parts' per-epoch loss (fixed, so that the
+# curve moves with the weights only).
+HELD_OUT_NEGATIVES_SEED = 0
 
 
 def make_deterministic(seed: int) -> None:
@@ -113,6 +116,25 @@ def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.T
 
 def _ids(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return df[USER_IDX_COL].to_numpy(), df[MOVIE_IDX_COL].to_numpy()
+
+
+def _held_out_loss(loop: TrainLoop, fit_df: pd.DataFrame, df: pd.DataFrame,
+                   params: TrainParams, n_users: int, n_movies: int):
+    """A function giving a ranking objective's loss on held-out pairs ``df``: each pair a
+    positive, with ``params.negatives`` negatives drawn once (never a movie the user rated in
+    the fit data or in ``df``), plus the L2 terms."""
+    users, movies = (np.concatenate(p) for p in zip(_ids(fit_df), _ids(df), strict=True))
+    sampler = NegativeSampler(users, movies, n_users, n_movies, params.negative_sampling)
+    data = epoch_data(params.objective, *_ids(df), np.zeros(len(df), np.float32),
+                      np.random.default_rng(HELD_OUT_NEGATIVES_SEED), sampler, params.negatives)
+    u, m = tf.constant(data.users), tf.constant(data.movies)
+    neg = tf.constant(data.negatives)
+
+    def loss() -> float:
+        negative_scores = loop.predict(u, neg) if params.objective == "bpr" else None
+        return (objectives.mean_loss(params.objective, loop.predict(u, m), data.targets,
+                                     negative_scores) + loop.penalty(*_ids(df)))
+    return loss
 
 
 def _mse_scorer(loop: TrainLoop, df: pd.DataFrame, mu: float):
@@ -192,8 +214,10 @@ class _Scores:
             def probe(df: pd.DataFrame) -> RankingProbe:
                 return RankingProbe(*_ids(fit_df), *_ids(df), n_users, n_movies, params.ndcg_k,
                                     params.ndcg_users, params.seed)
-            self.test = probe(test_df)
-            self.val = probe(val_df) if val_df is not None else None
+            def loss(df: pd.DataFrame):
+                return _held_out_loss(loop, fit_df, df, params, n_users, n_movies)
+            self.test = (probe(test_df), loss(test_df))
+            self.val = (probe(val_df), loss(val_df)) if val_df is not None else None
         else:
             self.test = _mse_scorer(loop, test_df, mu)
             self.val = _mse_scorer(loop, val_df, mu) if val_df is not None else None
@@ -208,13 +232,13 @@ class _Scores:
                     ) -> tuple[list[float], float | None, str]:
         """(the row after the epoch number, criterion, a note for the log)."""
         if self.ranks:
-            test = self.test.ndcg(self.centred)
-            row = [train_loss + train_penalty, test]
+            test = self.test[0].ndcg(self.centred)
+            row = [train_loss + train_penalty, self.test[1](), test]
             if self.val is None:
                 return row, None, f"train loss {row[0]:.4f}, test NDCG@{self.k} {test:.4f}"
-            val = self.val.ndcg(self.centred)
-            return ([*row, val], -val, f"train loss {row[0]:.4f}, validation NDCG@{self.k} "
-                    f"{val:.4f}, test NDCG@{self.k} {test:.4f}")
+            val = self.val[0].ndcg(self.centred)
+            return ([*row, self.val[1](), val], -val, f"train loss {row[0]:.4f}, validation "
+                    f"NDCG@{self.k} {val:.4f}, test NDCG@{self.k} {test:.4f}")
         test_mse, test_loss = self.test()
         row = [train_loss + train_penalty, test_loss, train_loss, test_mse]
         note = f"train MSE {train_loss:.4f}"
