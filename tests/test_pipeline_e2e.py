@@ -258,3 +258,36 @@ def test_movielens_release_from_a_local_server(repo, tmp_path):
         dvc(repo, "exp", "run", "-S", "data.dataset=synthetic", env=env)
         dvc(repo, "exp", "run", "-S", "data.dataset=ml-100k", env=env)
         assert server.routes["/ml-100k.zip"].requests == 1  # restored from DVC's cache
+
+
+@pytest.mark.parametrize("objective", ["bce", "bpr"])
+def test_ranking_objective_through_the_pipeline(repo, objective):
+    import pandas as pd
+
+    out = dvc(repo, "exp", "run", "-S", "data.dataset=synthetic", "-S",
+              f"train.objective={objective}", "-S", "train.epochs=2", "-S",
+              "train.val_fraction=0.1")
+    assert f"train: {objective} objective, 2 epochs x " in out
+    train_json = json.loads((repo / "metrics/train.json").read_text())
+    assert train_json["objective"] == objective and "train_mse" not in train_json
+    assert train_json["negatives"]["drawn"] >= train_json["negatives"]["rejected"] > 0
+    history = pd.read_csv(repo / "plots/training.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "test_loss", "test_ndcg",
+                                     "val_loss", "val_ndcg"]
+    report = json.loads((repo / "metrics/test.json").read_text())
+    assert report["rating_metrics"].startswith(f"none: trained with train.objective={objective}")
+    assert "mse" not in report and report["objective"] == objective
+    assert {"model", "popularity", "biases"} <= set(report["ranking"])
+    per_star = pd.read_csv(repo / "plots/per_star.csv")
+    assert list(per_star.columns) == ["rating", "count", "mean_prediction"]
+
+    top = pd.read_parquet(repo / "data/recommendations/top_n.parquet")
+    user = int(top["userId"].iloc[0])
+    got = json.loads(movierec(repo, "recommend", "--user", str(user), "-n", "5",
+                              "--json").stdout)["recommendations"]
+    assert [r["movieId"] for r in got] == top[top["userId"] == user]["movieId"].tolist()[:5]
+    assert all("predicted_rating" not in r for r in got)  # a score, not stars
+    assert [r["score"] for r in got] == sorted((r["score"] for r in got), reverse=True)
+    text = movierec(repo, "recommend", "--user", str(user), "-n", "2").stdout.splitlines()
+    assert text[0].startswith(f"top 2 for user {user} (ranking score of a model trained "
+                              f"with the {objective} objective")
