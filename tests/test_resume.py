@@ -68,6 +68,33 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, t
     _same(resumed, uninterrupted)
 
 
+# A ranking objective: the negatives come from the checkpointed generator, so a resumed run
+# draws exactly the negatives the killed one would have drawn (and counts the same redraws).
+RANKING = dataclasses.replace(PARAMS, objective="bce", negatives=2,
+                              negative_sampling="popularity", epochs=3, ndcg_users=200)
+
+
+@pytest.mark.parametrize("kill_after", [1, 4])
+def test_ranking_run_resumes_exactly(data, tmp_path, monkeypatch, kill_after):
+    n, m = len(data.users), len(data.movies)
+    whole = train(data.train, data.test, n, m, RANKING, verbose=0)
+    saves = []
+    real_save = checkpoint.save
+
+    def save_then_die(path, meta, arrays):
+        real_save(path, meta, arrays)
+        saves.append(path.name)
+        if len(saves) == kill_after:
+            raise Killed
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        train(data.train, data.test, n, m, RANKING, verbose=0, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    resumed = train(data.train, data.test, n, m, RANKING, verbose=0, checkpoint_dir=tmp_path)
+    _same(resumed, whole)
+    assert resumed.negatives == whole.negatives and whole.negatives["rejected"] > 0
+
+
 def test_checkpoint_of_other_params_is_ignored(data, tmp_path, capsys):
     n, m = len(data.users), len(data.movies)
     plain = dataclasses.replace(PARAMS, refit=False, epochs=2)
