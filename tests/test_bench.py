@@ -35,3 +35,16 @@ def test_bench_recommend_runs_every_part(tmp_path):
     assert re.search(r"candidates 20: .* top 10 identical to the exact top 10 for [\d.]+% of "
                      r"users", out)
     assert re.search(r"per user: median [\d.]+ ms, 95th percentile [\d.]+ ms", out)
+
+
+def test_bench_ranking_runs_every_objective(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "movierec.bench", "ranking", "--n-ratings", "20000",
+         "--steps", "20", "--warmup", "5", "--probe-users", "50", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for label in ("rating (the tutorial's MSE)", "bce, each rating + 4 sampled negatives",
+                  "bpr, 4 (rating, sampled negative) triples per rating"):
+        assert label in out, out
+    assert out.count("ms/step") == 3 and "draws redrawn" in out and "1.0x the rating" in out

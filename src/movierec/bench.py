@@ -1,5 +1,6 @@
 """Benchmarks (not tests): ``python -m movierec.bench speed``, ``... ingest``
-(``movierec.bench_ingest``) and ``... recommend`` (``movierec.bench_recommend``).
+(``movierec.bench_ingest``), ``... recommend`` (``movierec.bench_recommend``) and ``... ranking``
+(``movierec.bench_ranking``).
 
 ``speed`` answers "how fast, at MovieLens-20M scale, against the tutorial's own code", in one
 run on one machine (see ``main`` for its steps and ``README.md`` for figures):
@@ -51,13 +52,13 @@ def _peak_mib() -> float:
     return peak_memory_mib() or float("nan")
 
 
-def _child(function: str, *args: object) -> dict:
+def _child(function: str, *args: object, module: str = "movierec.bench") -> dict:
     """Runs ``function(*args)`` of this module in a fresh Python; returns the dict it prints.
 
     A fresh process per measurement: TensorFlow's thread settings are fixed at start-up, and
     each figure's peak memory is its own.
     """
-    call = f"from movierec.bench import {function}; {function}(*{[str(a) for a in args]!r})"
+    call = f"from {module} import {function}; {function}(*{[str(a) for a in args]!r})"
     done = subprocess.run([sys.executable, "-c", call], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{function}{args} failed:\n{done.stderr[-3000:]}")
@@ -372,7 +373,22 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--xla-blocks", type=int, default=20)
     rec.add_argument("--queries", type=int, default=200)
     rec.add_argument("--workdir", type=Path, help="keep the data here (reused if present)")
+    rank = sub.add_parser("ranking", help="an epoch with negatives at ML-20M scale")
+    rank.add_argument("--n-ratings", type=int, default=20_000_263)
+    for name, default in (("steps", 3_000), ("warmup", 100), ("negatives", 4), ("batch", 128),
+                          ("probe-users", 1_000)):
+        rank.add_argument(f"--{name}", type=int, default=default)
+    rank.add_argument("--workdir", type=Path, help="keep the data here (reused if present)")
     args = parser.parse_args(argv)
+    if args.what == "ranking":
+        from movierec.bench_ranking import bench_ranking
+
+        with tempfile.TemporaryDirectory() as tmp:
+            work = args.workdir or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            bench_ranking(work, args.n_ratings, args.steps, args.warmup, args.negatives,
+                          args.batch, args.probe_users)
+        return
     if args.what == "recommend":
         from movierec.bench_recommend import bench_recommend
 
