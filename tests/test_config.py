@@ -15,6 +15,7 @@ def test_shipped_params_are_the_tutorial_defaults():
     assert (params.train.latent_dim, params.train.hidden_units) == (10, 400)
     assert (params.train.epochs, params.train.batch_size) == (15, 128)
     assert (params.train.learning_rate, params.train.momentum) == (0.08, 0.9)
+    assert params.train.objective == "rating"  # the tutorial's MSE, unless asked otherwise
     assert params.preprocess.test_fraction == 0.2
     assert params.data.dataset == "synthetic"
 
@@ -40,6 +41,13 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"train": {"epoch": 3}}, "unknown key 'train.epoch'"),
         ({"trian": {}}, "unknown key 'trian'"),
         ({"train": {"epochs": 0}}, "train.epochs = 0 (expected an integer >= 1)"),
+        ({"train": {"objective": "ranking"}},
+         "train.objective = 'ranking' (expected one of rating, bce, bpr)"),
+        ({"train": {"negatives": 0}}, "train.negatives = 0 (expected an integer >= 1)"),
+        ({"train": {"negative_sampling": "zipf"}},
+         "train.negative_sampling = 'zipf' (expected one of uniform, popularity)"),
+        ({"train": {"ndcg_k": 0}}, "train.ndcg_k = 0 (expected an integer >= 1)"),
+        ({"train": {"ndcg_users": -1}}, "train.ndcg_users = -1 (expected 0 (every user)"),
         ({"train": {"epochs": "5"}}, "train.epochs = '5' (expected an integer)"),
         ({"train": {"epochs": True}}, "train.epochs = True (expected an integer)"),
         ({"train": {"epochs": 2.5}}, "train.epochs = 2.5 (expected an integer)"),
