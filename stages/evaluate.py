@@ -94,6 +94,9 @@ def main() -> None:
         print(f"evaluate: ranking@{rank['k']} over {rank['users']:,} users, {name}: precision "
               f"{r['precision']:.4f}, recall {r['recall']:.4f}, NDCG {r['ndcg']:.4f}, "
               f"MAP {r['map']:.4f}")
+    ratio = rank["model"]["ndcg"] / max(rank["popularity"]["ndcg"], 1e-12)
+    print(f"evaluate: the model's NDCG@{rank['k']} is {ratio:.2f}x the most-popular list's: "
+          + ("it beats popularity" if ratio > 1 else "it does NOT beat popularity"))
 
 if __name__ == "__main__":
     run_stage(main)
