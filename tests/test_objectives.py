@@ -176,3 +176,39 @@ def test_rating_objective_terms_are_the_tutorials_squared_errors():
     t = tf.constant([0.5, 2.0, 1.0])
     np.testing.assert_allclose(objectives.loss_terms("rating", p, t).numpy(), [0.25, 0.0, 4.0])
     assert mean_loss("rating", p.numpy(), t.numpy()) == pytest.approx(4.25 / 3)
+
+
+@pytest.mark.parametrize("objective", ["bce", "bpr"])
+@pytest.mark.parametrize("rule", [
+    dict(table_updates="sparse"),
+    dict(optimizer="adam", table_updates="sparse", learning_rate=0.01),
+    dict(optimizer="adam", table_updates="dense", learning_rate=0.01),
+    dict(table_updates="lazy", l2_embeddings=1e-3, l2_embeddings_form="whole_table"),
+    dict(table_updates="lazy", l2_embeddings=1e-3, l2_dense=1e-4),
+])
+def test_every_update_rule_learns_a_planted_ranking(objective, rule):
+    # Users 0-19 rate only even movies, users 20-39 only odd ones: after training, every user
+    # must score an unrated movie of their own parity above one of the other parity.
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(N_USERS), 6).astype(np.int32)
+    movies = np.array([2 * rng.integers(0, N_MOVIES // 2) + (u >= N_USERS // 2) for u in users],
+                      np.int32)
+    sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
+    keras.utils.set_random_seed(2)
+    model = build_model("residual", N_USERS, N_MOVIES, latent_dim=4, hidden_units=8)
+    loop = TrainLoop(RowSplitModel(model), BATCH, UpdateRule(**{"learning_rate": 0.1, **rule}),
+                     objective)
+    data_rng = np.random.default_rng(1)
+    losses = []
+    for _ in range(30):
+        data = epoch_data(objective, users, movies, np.zeros(len(users), np.float32), data_rng,
+                          sampler, negatives=2)
+        losses.append(loop.epoch(tf.constant(data.users), tf.constant(data.movies),
+                                 tf.constant(data.targets), 8, tf.constant(data.negatives)))
+    assert losses[-1] < 0.7 * losses[0], losses
+    u = np.repeat(np.arange(N_USERS), N_MOVIES // 2).astype(np.int32)
+    own = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u >= N_USERS // 2)
+    other = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u < N_USERS // 2)
+    s_own = loop.predict(tf.constant(u), tf.constant(own.astype(np.int32)))
+    s_other = loop.predict(tf.constant(u), tf.constant(other.astype(np.int32)))
+    assert np.mean(s_own > s_other) > 0.9
