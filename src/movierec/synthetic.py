@@ -6,12 +6,27 @@ movieIds and timestamps between 1995 and 2015. Ratings come from a planted struc
 movie biases, latent factors tied to genres, a nonlinear "era" taste and noise), so a model has
 something real to learn, then are mapped by rank onto the ML-20M histogram.
 
+Which movies a user rates is planted too, by the same latent factors: as on MovieLens, people
+rate what they tend to like (ratings are missing not at random). Every user belongs to one of
+``TASTE_GROUPS`` taste groups, and a user's factor is their group's centroid plus individual
+noise. Group c draws its movies with weights ``popularity(m) * v(m) * exp(SELECTION_BETA *
+affinity(c, m))``, the affinity being the scaled dot product of the centroid and the movie's
+factor (it fades out for the few movies that nearly every user rates), and ``v(m)`` a
+per-movie correction, fitted by Sinkhorn scaling, that keeps each movie's share of all draws
+equal to its share of popularity, so the per-movie count curve stays the one the popularity
+curve asks for. Draws are without repeats per user: repeated (user, movie) pairs are redrawn
+from the group's weights, and the last few leftovers of heavy users uniformly. Who rated what
+thus carries a personal signal that a ranking model can learn (a most-popular list is no
+longer the best ranking), while the ratings' scores use each user's own factor, so users also
+rate higher what their group leans to. ``Twin.tastes`` keeps the groups and the weights: the
+oracle that tests can compare a model with.
+
 Everything is vectorised: the full-size twin (20M ratings) is generated in well under a minute.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -54,6 +69,24 @@ MOVIE_SCALING_EXPONENT = 0.6
 # 144, so 600 movies leave room for the heavy users that the per-user curve asks for.
 MIN_RATED_MOVIES = 600
 
+# Planted tastes: latent factors of FACTOR_DIM dimensions; users fall into TASTE_GROUPS groups,
+# and GROUP_SHARE of each user's factor variance is their group's centroid. SELECTION_BETA sets
+# how strongly a group's movie choice leans to its taste: chosen so that ranking each user's
+# unseen movies by their group's weights beats a most-popular list by about 1.5x in
+# precision@10 on a 200k twin (personalised recommenders beat popularity by 1.3-1.8x on the
+# real MovieLens). The gap grows with the catalogue: about 2x at 1M ratings, 2.6x at 20M.
+FACTOR_DIM = 8
+TASTE_GROUPS = 64
+GROUP_SHARE = 0.5
+SELECTION_BETA = 1.5
+# The taste fades out for the movies that nearly every user rates (see selection_weights).
+REACH_POWER = 8
+# Rounds of redraws from the taste weights before the leftovers (heavy users who have seen
+# most of their group's favourites) are drawn uniformly. Uniform leftovers flatten the tail of
+# the per-movie count curve, and taste makes more repeats than popularity alone: 100 rounds
+# leave about 10k leftovers at any size (5% of a 200k twin, 0.05% of 20M).
+WEIGHTED_ROUNDS = 100
+
 GENRES = ("Drama", "Comedy", "Thriller", "Romance", "Action", "Crime", "Horror", "Documentary",
           "Adventure", "Sci-Fi", "Mystery", "Fantasy", "War", "Children", "Musical", "Animation",
           "Western", "Film-Noir", "IMAX")
@@ -69,9 +102,39 @@ _NOUNS = ("River", "City", "Garden", "Letter", "Empire", "Summer", "Road", "Stat
 
 
 @dataclass(frozen=True)
+class Tastes:
+    """The planted selection model of a twin (MovieLens has no such table): the oracle.
+
+    ``group[u]`` is the taste group of userId ``u + 1``; ``weights[c, j]`` is group c's weight
+    for the movie ``movie_ids[j]`` (the movies that can be rated, sorted): a group-c user's
+    ratings are drawn in proportion to these weights, without repeats.
+    """
+
+    group: np.ndarray  # (n_users,)
+    movie_ids: np.ndarray  # (n_rated,)
+    weights: np.ndarray  # (TASTE_GROUPS, n_rated)
+
+
+@dataclass(frozen=True)
 class Twin:
     ratings: pd.DataFrame  # userId, movieId, rating, timestamp
     movies: pd.DataFrame  # movieId, title, genres
+    tastes: Tastes = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Latent factors shared by the choice of movies and the ratings' scores."""
+
+    user: np.ndarray  # (n_users, FACTOR_DIM): the group's centroid plus individual noise
+    movie: np.ndarray  # (n_rated, FACTOR_DIM): a genre-driven part plus an individual part
+    group: np.ndarray  # (n_users,): taste group of each user
+    centroid: np.ndarray  # (TASTE_GROUPS, FACTOR_DIM)
+
+
+# Movie factors have variance 1 (genre part) + 0.49 (individual part) per dimension and user
+# factors 1, so this scale gives a dot product of standard deviation about 1.
+FACTOR_SCALE = 1.0 / np.sqrt(FACTOR_DIM * (1.0 + 0.49))
 
 
 def sizes(n_ratings: int) -> tuple[int, int, int]:
@@ -109,30 +172,105 @@ def user_counts(rng: np.random.Generator, n_users: int, n_ratings: int, cap: int
     return counts
 
 
-def assign_movies(rng: np.random.Generator, users: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Draws a movie for each rating of ``users`` (user per rating, grouped), in proportion to
-    ``weights``, so that no user rates a movie twice.
+def latent_factors(rng: np.random.Generator, n_users: int, genre_matrix: np.ndarray) -> Factors:
+    """Movie factors (genre part + individual part) and user factors (taste group + own)."""
+    genre_factors = rng.normal(0.0, 1.0, (genre_matrix.shape[1], FACTOR_DIM))
+    n_genres = np.maximum(genre_matrix.sum(axis=1, keepdims=True), 1)
+    movie = ((genre_matrix @ genre_factors) / np.sqrt(n_genres)
+             + rng.normal(0.0, 0.7, (len(genre_matrix), FACTOR_DIM)))
+    centroid = rng.normal(0.0, 1.0, (TASTE_GROUPS, FACTOR_DIM))
+    group = rng.integers(0, TASTE_GROUPS, n_users)
+    own = rng.normal(0.0, 1.0, (n_users, FACTOR_DIM))
+    user = np.sqrt(GROUP_SHARE) * centroid[group] + np.sqrt(1.0 - GROUP_SHARE) * own
+    return Factors(user=user, movie=movie, group=group, centroid=centroid)
+
+
+def selection_weights(popularity: np.ndarray, factors: Factors, counts: np.ndarray,
+                      beta: float = SELECTION_BETA) -> np.ndarray:
+    """Each taste group's draw probabilities over the movies:
+    ``popularity * v * exp(beta * (1 - reach**REACH_POWER) * affinity)``, normalised per group.
+
+    The affinity is the scaled dot product of the group's centroid and the movie's factor (sd
+    about 1). ``reach`` is the share of users who would rate the movie if every user's
+    ``counts`` were drawn from ``popularity`` alone: a movie that nearly every user rates cannot
+    depend much on taste (and a group that loved it would only draw it again and again), so
+    the taste fades out for the few most popular movies. ``v`` (one number per movie) is
+    fitted by Sinkhorn scaling so that, over all groups weighted by their numbers of ratings,
+    each movie's share of the draws stays its share of ``popularity``: the taste reorders the
+    movies within each group but keeps the per-movie count curve.
+    """
+    share = popularity / popularity.sum()
+    # reach: the mean over users of 1 - (1 - p)**count, tabulated on a grid of log p and
+    # interpolated as log reach (nearly linear in log p).
+    log_grid = np.linspace(np.log(1e-14), np.log(0.5), 300)
+    log_reach = np.log([-np.expm1(counts * m).mean() for m in np.log1p(-np.exp(log_grid))])
+    reach = np.exp(np.interp(np.log(share), log_grid, log_reach))
+    affinity = factors.centroid @ factors.movie.T * FACTOR_SCALE
+    tilted = popularity * np.exp(beta * (1.0 - reach**REACH_POWER) * affinity)
+    per_group = np.bincount(factors.group, weights=counts, minlength=len(factors.centroid))
+    draws = per_group / per_group.sum()
+    v = np.ones(len(popularity))
+    for _ in range(100):  # converges in about a dozen iterations
+        weights = tilted * v
+        weights /= weights.sum(axis=1, keepdims=True)
+        ratio = share / (draws @ weights)
+        if np.abs(ratio - 1.0).max() < 1e-6:
+            break
+        v *= ratio
+    return weights
+
+
+def assign_movies(rng: np.random.Generator, counts: np.ndarray, group: np.ndarray,
+                  weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Draws ``counts[u]`` distinct movies for each user u, in proportion to the weights of the
+    user's taste group (``weights[group[u]]``); returns (user, movie) per rating, sorted by
+    user, then movie.
 
     Draws every rating's movie at once, then redraws only the (user, movie) pairs that came up
-    twice until none is left; after a few popularity-weighted rounds the leftovers (heavy users
-    who have already seen most popular movies) are drawn uniformly, which always converges
-    because no user may rate more than half of the movies.
+    twice until none is left; after ``WEIGHTED_ROUNDS`` weighted rounds the leftovers (heavy
+    users who have already seen most of their group's favourites) are drawn uniformly, which
+    always converges because no user may rate more than half of the movies. Works on sorted
+    (user, movie) keys: only the redraws are checked against them, not every rating again.
     """
-    n_movies = len(weights)
-    p = weights / weights.sum()
-    movies = rng.choice(n_movies, size=len(users), p=p)
-    for round_ in range(200):
-        keys = users * n_movies + movies
-        order = np.argsort(keys, kind="stable")
-        dup = np.zeros(len(keys), dtype=bool)
-        dup[order[1:]] = keys[order[1:]] == keys[order[:-1]]
-        n_dup = int(dup.sum())
-        if n_dup == 0:
-            return movies
-        if round_ < 8:
-            movies[dup] = rng.choice(n_movies, size=n_dup, p=p)
+    n_groups, n_movies = weights.shape
+    cdf = np.cumsum(weights, axis=1)
+    cdf /= cdf[:, -1:]  # the last entry is exactly 1, so a draw in [0, 1) stays in range
+
+    def draw(users: np.ndarray) -> np.ndarray:
+        """A movie per entry of ``users`` (sorted by group), from the group's weights."""
+        edges = np.searchsorted(group[users], np.arange(n_groups + 1))
+        movies = np.empty(len(users), dtype=np.int64)
+        for c in range(n_groups):  # per group: its cdf stays in cache
+            lo, hi = edges[c], edges[c + 1]
+            if hi > lo:
+                movies[lo:hi] = np.searchsorted(cdf[c], rng.random(hi - lo), side="right")
+        return movies
+
+    by_group = np.argsort(group, kind="stable")
+    users = np.repeat(by_group, counts[by_group])
+    keys = np.sort(users * n_movies + draw(users))
+    repeat = keys[1:] == keys[:-1]
+    pending = keys[1:][repeat] // n_movies  # the user of each repeated draw
+    taken = keys[np.concatenate([[True], ~repeat])]  # sorted, distinct (user, movie) keys
+    redrawn = np.empty(0, dtype=np.int64)  # the same for the redraws, kept apart: it is small
+    for round_ in range(WEIGHTED_ROUNDS + 200):
+        if len(pending) == 0:
+            keys = np.insert(taken, np.searchsorted(taken, redrawn), redrawn)
+            return keys // n_movies, keys % n_movies
+        if round_ < WEIGHTED_ROUNDS:
+            pending = pending[np.argsort(group[pending], kind="stable")]
+            new = pending * n_movies + draw(pending)
         else:
-            movies[dup] = rng.integers(0, n_movies, size=n_dup)
+            new = pending * n_movies + rng.integers(0, n_movies, len(pending))
+        clash = np.zeros(len(new), dtype=bool)
+        for seen in (taken, redrawn):
+            if len(seen):
+                clash |= seen[np.minimum(np.searchsorted(seen, new), len(seen) - 1)] == new
+        order = np.argsort(new, kind="stable")
+        clash[order[1:]] |= new[order[1:]] == new[order[:-1]]  # drawn twice in this round
+        add = np.sort(new[~clash])
+        redrawn = np.insert(redrawn, np.searchsorted(redrawn, add), add)
+        pending = pending[clash]
     raise RuntimeError("could not draw distinct movies per user")  # pragma: no cover
 
 
@@ -168,28 +306,24 @@ def movie_table(rng: np.random.Generator, n_listed: int, max_id: float) -> pd.Da
 
 
 def planted_scores(rng: np.random.Generator, users: np.ndarray, movies: np.ndarray,
-                   n_users: int, genre_matrix: np.ndarray, popularity: np.ndarray,
-                   years: np.ndarray) -> np.ndarray:
+                   factors: Factors, popularity: np.ndarray, years: np.ndarray) -> np.ndarray:
     """A continuous preference score per rating: biases + factors + era taste + noise.
 
     The components' sizes are chosen so that, after the mapping onto stars, a perfect model of
     the structure would reach an MSE of roughly 0.55 against the global mean's ~1.1, about the
-    gap that good models reach on the real ML-20M.
+    gap that good models reach on the real ML-20M. The factor term uses each user's own factor
+    (their taste group's centroid plus individual noise).
     """
-    dim = 8
+    n_users = len(factors.user)
     user_bias = rng.normal(0.0, 0.40, n_users)
     # Popular movies are rated higher on MovieLens; tie movie bias partly to popularity.
     log_pop = np.log(popularity)
     pop_z = (log_pop - log_pop.mean()) / (log_pop.std() + 1e-9)
     movie_bias = 0.20 * pop_z + rng.normal(0.0, 0.40, len(popularity))
-    # Movie factors: a genre-driven part plus an individual part.
-    genre_factors = rng.normal(0.0, 1.0, (genre_matrix.shape[1], dim))
-    n_genres = np.maximum(genre_matrix.sum(axis=1, keepdims=True), 1)
-    movie_f = ((genre_matrix @ genre_factors) / np.sqrt(n_genres)
-               + rng.normal(0.0, 0.7, (len(years), dim)))
-    user_f = rng.normal(0.0, 1.0, (n_users, dim))
-    scale = 0.55 / np.sqrt(dim * (1.0 + 0.49))  # sd of the dot product ~0.55
-    dot = np.einsum("ij,ij->i", user_f[users], movie_f[movies]) * scale
+    dot = np.zeros(len(users))
+    for k in range(FACTOR_DIM):  # column by column: no (n_ratings, FACTOR_DIM) temporaries
+        dot += factors.user[:, k][users] * factors.movie[:, k][movies]
+    dot *= 0.55 * FACTOR_SCALE  # sd of the dot product ~0.55
     # Nonlinear part a dot product cannot express: each user prefers movies from a favourite era.
     era_user = rng.uniform(0.0, 1.0, n_users)
     era_movie = (years - years.min()) / max(years.max() - years.min(), 1)
@@ -233,17 +367,20 @@ def generate(n_ratings: int = 1_000_000, seed: int = 42) -> Twin:
     popularity = sample_quantile_curve(rng, MOVIE_QUANTILES, n_rated)
     cap = max(MIN_RATINGS_PER_USER, n_rated // 2)
     counts = user_counts(rng, n_users, n_ratings, cap)
-    users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
-    movie_pos = assign_movies(rng, users, popularity)
     genre_matrix = np.stack(movies["_genres"].to_numpy())[rated].astype(np.float64)
     years = movies["_year"].to_numpy()[rated]
-    scores = planted_scores(rng, users, movie_pos, n_users, genre_matrix, popularity, years)
+    factors = latent_factors(rng, n_users, genre_matrix)
+    weights = selection_weights(popularity, factors, counts)
+    # Sorted by user, then movie (movieIds grow with the position in ``rated``), as the
+    # MovieLens files are.
+    users, movie_pos = assign_movies(rng, counts, factors.group, weights)
+    scores = planted_scores(rng, users, movie_pos, factors, popularity, years)
+    movie_ids = movies[MOVIE_COL].to_numpy()[rated]
     ratings = pd.DataFrame({
         USER_COL: (users + 1).astype("int32"),  # MovieLens userIds are 1..N
-        MOVIE_COL: movies[MOVIE_COL].to_numpy()[rated][movie_pos],
+        MOVIE_COL: movie_ids[movie_pos],
         RATING_COL: scores_to_stars(scores),
         TIMESTAMP_COL: timestamps(rng, users, n_users, years[movie_pos]),
     })
-    # MovieLens files are sorted by user, then movie.
-    ratings = ratings.sort_values([USER_COL, MOVIE_COL], kind="stable", ignore_index=True)
-    return Twin(ratings=ratings, movies=movies[[MOVIE_COL, TITLE_COL, GENRES_COL]].copy())
+    return Twin(ratings=ratings, movies=movies[[MOVIE_COL, TITLE_COL, GENRES_COL]].copy(),
+                tastes=Tastes(group=factors.group, movie_ids=movie_ids, weights=weights))
