@@ -3,6 +3,7 @@
 #   make test       installs everything into .venv and runs the linter and the tests
 #   make bench      the speed benchmark at MovieLens-20M scale (about 12 minutes; not a test)
 #   make bench-recommend  the recommend stage at MovieLens-20M scale (not a test)
+#   make bench-ranking    an epoch with negatives per objective at MovieLens-20M scale
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # DVC's usage analytics would send traffic out; this project sends none.
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install pipeline test bench bench-recommend
+.PHONY: install pipeline test bench bench-recommend bench-ranking
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +36,6 @@ bench: install
 
 bench-recommend: install
 	python -m movierec.bench recommend
+
+bench-ranking: install
+	python -m movierec.bench ranking
