@@ -49,8 +49,8 @@ def uninterrupted(data):
 # The selection run here has 5 epochs (then refit 4): killed after its first, after its last
 # (done, refit not begun) and in the middle of the refit.
 @pytest.mark.parametrize("kill_after", [1, 5, 7])
-def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, tmp_path,
-                                                          monkeypatch, kill_after):
+def _killed_then_resumed(data, params, folder, monkeypatch, kill_after):
+    """Trains until the ``kill_after``-th checkpoint is written, dies, then trains again."""
     n, m = len(data.users), len(data.movies)
     saves = []
     real_save = checkpoint.save
@@ -62,10 +62,14 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, t
             raise Killed
     monkeypatch.setattr(checkpoint, "save", save_then_die)
     with pytest.raises(Killed):
-        train(data.train, data.test, n, m, PARAMS, verbose=0, checkpoint_dir=tmp_path)
+        train(data.train, data.test, n, m, params, verbose=0, checkpoint_dir=folder)
     monkeypatch.setattr(checkpoint, "save", real_save)
-    resumed = train(data.train, data.test, n, m, PARAMS, verbose=0, checkpoint_dir=tmp_path)
-    _same(resumed, uninterrupted)
+    return train(data.train, data.test, n, m, params, verbose=0, checkpoint_dir=folder)
+
+
+def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, tmp_path,
+                                                          monkeypatch, kill_after):
+    _same(_killed_then_resumed(data, PARAMS, tmp_path, monkeypatch, kill_after), uninterrupted)
 
 
 # A ranking objective: the negatives come from the checkpointed generator, so a resumed run
@@ -76,21 +80,8 @@ RANKING = dataclasses.replace(PARAMS, objective="bce", negatives=2,
 
 @pytest.mark.parametrize("kill_after", [1, 4])
 def test_ranking_run_resumes_exactly(data, tmp_path, monkeypatch, kill_after):
-    n, m = len(data.users), len(data.movies)
-    whole = train(data.train, data.test, n, m, RANKING, verbose=0)
-    saves = []
-    real_save = checkpoint.save
-
-    def save_then_die(path, meta, arrays):
-        real_save(path, meta, arrays)
-        saves.append(path.name)
-        if len(saves) == kill_after:
-            raise Killed
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Killed):
-        train(data.train, data.test, n, m, RANKING, verbose=0, checkpoint_dir=tmp_path)
-    monkeypatch.setattr(checkpoint, "save", real_save)
-    resumed = train(data.train, data.test, n, m, RANKING, verbose=0, checkpoint_dir=tmp_path)
+    whole = train(data.train, data.test, len(data.users), len(data.movies), RANKING, verbose=0)
+    resumed = _killed_then_resumed(data, RANKING, tmp_path, monkeypatch, kill_after)
     _same(resumed, whole)
     assert resumed.negatives == whole.negatives and whole.negatives["rejected"] > 0
 

@@ -380,35 +380,26 @@ def main(argv: list[str] | None = None) -> None:
         rank.add_argument(f"--{name}", type=int, default=default)
     rank.add_argument("--workdir", type=Path, help="keep the data here (reused if present)")
     args = parser.parse_args(argv)
+    if args.what == "ingest":
+        from movierec.bench_ingest import bench_ingest, report_ingest
+
+        with tempfile.TemporaryDirectory() as tmp:
+            report_ingest(bench_ingest(args.n_ratings, args.zip or Path(tmp) / "ml-20m-shaped.zip"))
+        return
     if args.what == "ranking":
-        from movierec.bench_ranking import bench_ranking
-
-        with tempfile.TemporaryDirectory() as tmp:
-            work = args.workdir or Path(tmp)
-            work.mkdir(parents=True, exist_ok=True)
-            bench_ranking(work, args.n_ratings, args.steps, args.warmup, args.negatives,
-                          args.batch, args.probe_users)
-        return
-    if args.what == "recommend":
-        from movierec.bench_recommend import bench_recommend
-
-        with tempfile.TemporaryDirectory() as tmp:
-            work = args.workdir or Path(tmp)
-            work.mkdir(parents=True, exist_ok=True)
-            bench_recommend(work, args.n_ratings, args.epochs, args.candidates,
-                            args.xla_blocks, args.queries)
-        return
-    if args.what == "speed":
-        with tempfile.TemporaryDirectory() as tmp:
-            work = args.workdir or Path(tmp)
-            work.mkdir(parents=True, exist_ok=True)
-            bench_speed(work, args.n_ratings, args.steps, args.warmup, args.accuracy_ratings,
-                        args.accuracy_epochs, args.seeds)
-        return
-    from movierec.bench_ingest import bench_ingest, report_ingest
-
+        from movierec.bench_ranking import bench_ranking as run
+        extra = (args.steps, args.warmup, args.negatives, args.batch, args.probe_users)
+    elif args.what == "recommend":
+        from movierec.bench_recommend import bench_recommend as run
+        extra = (args.epochs, args.candidates, args.xla_blocks, args.queries)
+    else:
+        run = bench_speed
+        extra = (args.steps, args.warmup, args.accuracy_ratings, args.accuracy_epochs, args.seeds)
     with tempfile.TemporaryDirectory() as tmp:
-        report_ingest(bench_ingest(args.n_ratings, args.zip or Path(tmp) / "ml-20m-shaped.zip"))
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        run(work, args.n_ratings, *extra)
+
 
 if __name__ == "__main__":
     main()
