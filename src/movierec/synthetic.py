@@ -74,7 +74,7 @@ MIN_RATED_MOVIES = 600
 # how strongly a group's movie choice leans to its taste: chosen so that ranking each user's
 # unseen movies by their group's weights beats a most-popular list by about 1.5x in
 # precision@10 on a 200k twin (personalised recommenders beat popularity by 1.3-1.8x on the
-# real MovieLens). The gap grows with the catalogue: about 2x at 1M ratings, 2.6x at 20M.
+# real MovieLens). The gap grows with the catalogue: about 2x at 1M ratings, 2.7x at 20M.
 FACTOR_DIM = 8
 TASTE_GROUPS = 64
 GROUP_SHARE = 0.5
