@@ -52,8 +52,8 @@ def main() -> None:
         scored = f"train MSE {best['train_mse']:.4f}, test MSE {best['test_mse']:.4f}"
     print(f"train: {params.objective} objective, {runs} in {result.fit_seconds:.1f} s "
           f"({result.samples_per_second:,.0f} samples/s, {params.optimizer}, table updates: "
-          f"{params.table_updates}), plus {result.seconds - result.fit_seconds:.1f} s scoring "
-          f"per epoch; model from epoch {result.best_epoch}: {scored}")
+          f"{params.table_updates}), plus {result.seconds - result.fit_seconds:.1f} s of "
+          f"scoring after the epochs; model from epoch {result.best_epoch}: {scored}")
 
 
 def summary(result: TrainResult, params: TrainParams, n_train: int) -> dict:
