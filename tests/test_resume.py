@@ -46,9 +46,6 @@ def uninterrupted(data):
     return train(data.train, data.test, len(data.users), len(data.movies), PARAMS, verbose=0)
 
 
-# The selection run here has 5 epochs (then refit 4): killed after its first, after its last
-# (done, refit not begun) and in the middle of the refit.
-@pytest.mark.parametrize("kill_after", [1, 5, 7])
 def _killed_then_resumed(data, params, folder, monkeypatch, kill_after):
     """Trains until the ``kill_after``-th checkpoint is written, dies, then trains again."""
     n, m = len(data.users), len(data.movies)
@@ -67,6 +64,9 @@ def _killed_then_resumed(data, params, folder, monkeypatch, kill_after):
     return train(data.train, data.test, n, m, params, verbose=0, checkpoint_dir=folder)
 
 
+# The selection run here has 5 epochs (then refit 4): killed after its first, after its last
+# (done, refit not begun) and in the middle of the refit.
+@pytest.mark.parametrize("kill_after", [1, 5, 7])
 def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, tmp_path,
                                                           monkeypatch, kill_after):
     _same(_killed_then_resumed(data, PARAMS, tmp_path, monkeypatch, kill_after), uninterrupted)
