@@ -34,6 +34,7 @@ def child_ranking_epoch(prepared: str, objective: str, steps: str, warmup: str,
     import numpy as np
     import tensorflow as tf
 
+    from movierec import scoring
     from movierec.config import TrainParams
     from movierec.io import read_parquet
     from movierec.negatives import NegativeSampler
@@ -72,7 +73,7 @@ def child_ranking_epoch(prepared: str, objective: str, steps: str, warmup: str,
     probe = RankingProbe(users, movies, test["user_idx"].to_numpy(),
                          test["movie_idx"].to_numpy(), n_users, n_movies, 10, int(probe_users))
     start = time.perf_counter()
-    ndcg = probe.ndcg(centred)
+    ndcg = probe.ndcg(scoring.from_model(centred))
     probe_s = time.perf_counter() - start
     print(json.dumps({
         "examples": len(data), "sample_s": sample_s, "step_ms": step_s * 1e3,

@@ -60,6 +60,11 @@ def loss_terms(objective: str, scores: tf.Tensor, targets: tf.Tensor) -> tf.Tens
                      f"{', '.join(OBJECTIVES)})")
 
 
+def examples_per_rating(objective: str, negatives: int) -> int:
+    """How many examples one fit rating gives an epoch (what :func:`epoch_data` builds)."""
+    return {"rating": 1, "bce": 1 + negatives, "bpr": negatives}[objective]
+
+
 @dataclass(frozen=True)
 class EpochData:
     """One epoch's examples, in training order. ``targets``: centred ratings (rating), labels

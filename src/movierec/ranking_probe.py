@@ -29,10 +29,10 @@ class RankingProbe:
         self.users, _ = evaluation_users(self.seen.indptr, rel_indptr, held_users, sample, seed)
         self.relevant = ranking.csr_take(rel_indptr, rel_indices, self.users)
 
-    def ndcg(self, model) -> float:
-        """NDCG@k averaged over the probe's users, at the model's current weights."""
+    def ndcg(self, weights: scoring.ScoringWeights) -> float:
+        """NDCG@k averaged over the probe's users, for weights read by ``scoring.from_model``
+        (read once per epoch by the caller, shared by the probes of several splits)."""
         if len(self.users) == 0:
             return float("nan")
-        weights = scoring.from_model(model)
         idx, _, _ = recommend_all(weights, self.users, self.seen, self.k)
         return ranking.ranking_metrics(idx.astype(np.int64), *self.relevant, self.k)["ndcg"]

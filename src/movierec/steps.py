@@ -365,8 +365,11 @@ class TrainLoop:
         b = self.batch_size
         for i in tf.range(n_steps):
             start = (first_step + i) * b
+            # Traced once per objective: only bpr slices negatives, and bpr has no targets.
+            bpr = self.objective == "bpr"
             total += self._step(users[start:start + b], movies[start:start + b],
-                                y[start:start + b], negatives[start:start + b])
+                                y if bpr else y[start:start + b],
+                                negatives[start:start + b] if bpr else negatives)
         return total
 
     def _predict_batch(self, users, movies):

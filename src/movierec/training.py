@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from movierec import checkpoint, objectives
+from movierec import checkpoint, objectives, scoring
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
 from movierec.config import TrainParams
 from movierec.errors import DataError
@@ -232,11 +232,12 @@ class _Scores:
                     ) -> tuple[list[float], float | None, str]:
         """(the row after the epoch number, criterion, a note for the log)."""
         if self.ranks:
-            test = self.test[0].ndcg(self.centred)
+            weights = scoring.from_model(self.centred)  # once per epoch, for both probes
+            test = self.test[0].ndcg(weights)
             row = [train_loss + train_penalty, self.test[1](), test]
             if self.val is None:
                 return row, None, f"train loss {row[0]:.4f}, test NDCG@{self.k} {test:.4f}"
-            val = self.val[0].ndcg(self.centred)
+            val = self.val[0].ndcg(weights)
             return ([*row, self.val[1](), val], -val, f"train loss {row[0]:.4f}, validation "
                     f"NDCG@{self.k} {val:.4f}, test NDCG@{self.k} {test:.4f}")
         test_mse, test_loss = self.test()
@@ -342,8 +343,8 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
         for weight, value in zip(centred.weights, best[2], strict=True):
             weight.assign(value)
     if not n_examples:  # resumed after the last epoch: count what an epoch holds
-        n_examples = len(fit_df) * (1 + params.negatives if params.objective == "bce"
-                                    else params.negatives if params.objective == "bpr" else 1)
+        n_examples = len(fit_df) * objectives.examples_per_rating(params.objective,
+                                                                  params.negatives)
     model = (as_scorer(centred, params.objective) if params.ranks
              else with_offset(centred, mu))
     return TrainResult(model=model, history=history, train_mean=mu,
