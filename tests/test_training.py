@@ -136,6 +136,7 @@ def test_sparse_rule_moves_only_touched_rows_by_tf1_sparse_momentum():
         _numpy_sparse_momentum(tables, slots, grads, ids, 0.05, 0.9)
         loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y), NO_NEGATIVES,
                        tf.constant(step), tf.constant(1))
+        loop.push()  # the loop trains its own copy of the weights
         for ours, expected in zip(split.tables, tables, strict=True):
             np.testing.assert_allclose(ours.numpy(), expected, atol=1e-6)
     untouched = np.setdiff1d(np.arange(N_USERS), users)
@@ -355,6 +356,7 @@ def test_per_rating_l2_pulls_each_row_by_its_count_in_the_batch():
                                               table_updates="sparse", l2_embeddings=l2))
     loop.run_steps(tf.constant(users), tf.constant(movies), tf.constant(y), NO_NEGATIVES,
                    tf.constant(0), tf.constant(1))
+    loop.push()
     for table, w, g, f in zip(split.tables, start, grads, split.feeds, strict=True):
         ids = [users, movies][f]
         count = np.bincount(ids, minlength=len(w))[:, None]

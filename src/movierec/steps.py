@@ -1,62 +1,55 @@
-"""The training step: one batch's loss, gradients and weight updates, many steps per call.
+"""The training step: one batch's loss, gradients and weight updates, many steps per call, on
+one device or on every replica of a ``tf.distribute`` strategy.
 
-The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs 3.0-3.35 ms
+The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs 2.8-3.35 ms
 per batch of 128 on this project's 2-core CI machine (shared/docs/anchors.md says 13.7 ms), and
 the time goes to two places:
 
 * Keras' SGD updates the *whole* embedding tables on every step, because momentum keeps every
   row moving (138,493 x 10 user weights for 128 ratings), and Keras reads each table whole
   into the graph before gathering rows from it;
-* per-step overhead: one call from Python into TensorFlow per batch, and a thread-pool hand-off
-  for every tiny op.
+* per-step overhead: one call from Python into TensorFlow per batch, a thread-pool hand-off
+  for every tiny op, and the dozens of small ops of Keras' layers and their recorded gradients.
 
-This module's loop keeps the model and the loss and removes those costs. The model is split at
-its embedding lookups: rows are gathered straight from the tables, the rest of the network is
-the model's own Keras layers, and the gradient of each table is the gradient of its gathered
-rows. Many steps run inside one compiled ``tf.function`` call.
+This loop keeps the model and the loss and removes those costs: rows are gathered straight
+from the tables, the network's forward and backward pass is written by hand in a few fused ops
+(``movierec.fused``, tested against a GradientTape through the Keras layers), the rows are
+updated by the rules of ``movierec.rules`` (``lazy`` computes the tutorial's momentum rule for
+the touched rows only), and many steps run inside one compiled ``tf.function`` call.
 
-Three ways to update the embedding tables (``train.table_updates``):
+**Distribution.** The loop holds its own copy of every weight, created with the optimiser
+state in the strategy's scope; the Keras model stays the holder of the weights that are
+scored, checkpointed and saved (``pull`` and ``push`` copy between them, once per epoch). Every
+replica holds the whole epoch's examples, so it knows the global batch's distinct rows without
+an exchange; it catches those rows up, runs the forward and backward pass on its own disjoint
+share of the batch, and sums its gradients into the batch's distinct rows. One all-reduce per
+step sums those row gradients, the dense gradients and the loss over the replicas, and every
+replica applies the same update to its own copy (variables with aggregation NONE), so the
+copies stay identical without broadcasting weights. The loss is divided by the global batch,
+so the summed gradient is the single-device gradient up to floating-point order.
 
-* ``lazy`` (default): the tutorial's rule, Keras' SGD with momentum, computed only where it is
-  needed. Under that rule a row the batch does not touch still moves: ``m = momentum * m`` and
-  ``w += m`` on every step. Those steps have a closed form: after k untouched steps,
-  ``w += m * (momentum + ... + momentum^k)`` and ``m *= momentum^k``, read from a table over k
-  (``momentum_powers``, which also covers a whole-table L2 decay). Each input (user, movie)
-  keeps the step at which every row was last brought up to date, and a row is caught up just
-  before a batch reads it; every row is caught up at the end of each epoch, before the test
-  split is scored and the model is saved. Same rule, same result up to float rounding, at the
-  cost of the touched rows.
-* ``dense``: the same rule computed the tutorial's way, every row of every table on every step
-  (the reference the tests compare ``lazy`` against; about 6x slower at MovieLens-20M scale).
-* ``sparse``: TensorFlow 1's ``MomentumOptimizer`` rule for sparse gradients, a different rule:
-  a row's momentum is kept, decayed and applied only on the steps that touch it, so an untouched
-  row does not move.
-
-Beyond the tutorial (``UpdateRule``): L2 penalties on the embedding rows (per rating, or the
-whole table on every step, which ``lazy`` applies to untouched rows in closed form too) and on
-the Dense kernels, and Adam, computed on every row (``dense``, Keras' Adam) or on the touched
-rows only (``sparse``, LazyAdam's rule).
-
-Duplicate ids in a batch are summed first in ``lazy`` and ``sparse``, so each row is updated once
-per step and every scatter has distinct indices (deterministic on any device). Dense layers use
-Keras' rule in all three. ``python -m movierec.bench speed`` measures them against the tutorial's
-``model.fit`` and checks the accuracy of each.
+Duplicate ids in a batch are summed first, so each row is updated once per step and every
+scatter has distinct indices (deterministic on any device). ``python -m movierec.bench speed``
+measures the loop against the tutorial's ``model.fit`` and checks its accuracy.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from movierec import objectives
-from movierec.config import OBJECTIVES, OPTIMIZERS, TABLE_UPDATES, TrainParams
+from movierec.config import OBJECTIVES, OPTIMIZERS, TABLE_UPDATES
+from movierec.fused import FusedNet, dropout_keep
+from movierec.rules import UpdateRule
+
+__all__ = ["PREDICT_BATCH_SIZE", "RowSplitModel", "TrainLoop", "UpdateRule"]
 
 # Prediction-only batch size: it changes speed, never the predictions' values beyond float
 # rounding, so it is not a params.yaml knob.
 PREDICT_BATCH_SIZE = 8192
+
+NONE = tf.VariableAggregation.NONE  # each replica updates its own copy
 
 
 def _tf_variable(variable: keras.Variable) -> tf.Variable:
@@ -67,7 +60,7 @@ def _tf_variable(variable: keras.Variable) -> tf.Variable:
 
 
 class RowSplitModel:
-    """A Keras model split at its embedding lookups, for training with row updates.
+    """A Keras model split at its embedding lookups.
 
     Every ``Embedding`` layer must read one of the model's inputs directly (true of the
     tutorial's network). ``lookup`` gathers the rows of each table for a batch of ids and
@@ -75,6 +68,7 @@ class RowSplitModel:
     """
 
     def __init__(self, model: keras.Model):
+        self.model = model
         layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
         self.feeds = []
         for layer in layers:
@@ -95,9 +89,8 @@ class RowSplitModel:
     def lookup(self, ids: list[tf.Tensor]) -> list[tf.Tensor]:
         """Each table's rows (b, K) for a batch of input ids (one (b,) tensor per model input).
 
-        ``tf.gather`` on the variable itself reads only the batch's rows, and its gradient is
-        those rows' gradients (``tf.IndexedSlices``); reading a table whole, as Keras'
-        ``Embedding`` does, would copy it on every step once rows have been updated in place.
+        ``tf.gather`` on the variable itself reads only the batch's rows; reading a table
+        whole, as Keras' ``Embedding`` does, would copy it once rows have been updated in place.
         """
         return [tf.gather(table, ids[f]) for table, f in zip(self.tables, self.feeds,
                                                               strict=True)]
@@ -111,123 +104,103 @@ class RowSplitModel:
         return self.head(self.lookup(ids), training)
 
 
-# Keras' Adam defaults; only the learning rate is a params.yaml knob.
-ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
-
-
-@dataclass(frozen=True)
-class UpdateRule:
-    """What one training step does to the weights: optimiser, table rule and L2 penalties.
-
-    ``l2_embeddings`` weighs the squared embedding and bias rows. ``per_rating``: each rating
-    of the batch adds its own user's and movie's rows, averaged over the batch like the squared
-    errors (the penalty of matrix factorisation, Surprise's SVD), so a row is pulled towards 0
-    in proportion to how often it is rated. ``whole_table``: every row of every table, on every
-    step (Keras' ``embeddings_regularizer=l2(...)``), so rarely rated rows decay between their
-    ratings. ``l2_dense`` adds the squared Dense kernels (Keras' ``kernel_regularizer``).
-    """
-
-    optimizer: str = "sgd"
-    learning_rate: float = 0.08
-    momentum: float = 0.9
-    table_updates: str = "lazy"
-    l2_embeddings: float = 0.0
-    l2_embeddings_form: str = "per_rating"
-    l2_dense: float = 0.0
-
-    @classmethod
-    def from_params(cls, params: TrainParams) -> UpdateRule:
-        return cls(params.optimizer, params.learning_rate, params.momentum,
-                   params.table_updates, params.l2_embeddings, params.l2_embeddings_form,
-                   params.l2_dense)
-
-    @property
-    def whole_table_l2(self) -> float:
-        return self.l2_embeddings if self.l2_embeddings_form == "whole_table" else 0.0
-
-    @property
-    def per_rating_l2(self) -> float:
-        return self.l2_embeddings if self.l2_embeddings_form == "per_rating" else 0.0
-
-
-def momentum_powers(n: int, learning_rate: float, momentum: float,
-                    decay: float) -> np.ndarray:
-    """Rows k = 0..n-1: the matrix M^k of k SGD-with-momentum steps on a row whose only
-    gradient is the whole-table L2 term ``decay * w`` (``decay`` = 2 * l2).
-
-    One such step is ``m = momentum * m - lr * decay * w; w += m``, linear in (w, m):
-    ``M = [[1 - a, momentum], [-a, momentum]]`` with ``a = lr * decay``. Returned as columns
-    (M00 - 1, M01, M10, M11), so that ``w += (M00 - 1) * w + M01 * m``; without a penalty
-    ``M01 = momentum + ... + momentum^k`` and ``M11 = momentum^k``. Computed in float64.
-    """
-    a = learning_rate * decay
-    step = np.array([[1.0 - a, momentum], [-a, momentum]])
-    out = np.empty((n, 4))
-    power = np.eye(2)
-    for k in range(n):
-        out[k] = power[0, 0] - 1.0, power[0, 1], power[1, 0], power[1, 1]
-        power = step @ power
-    return out
+def _check(objective: str, rule: UpdateRule) -> None:
+    for name, value, allowed in (("objective", objective, OBJECTIVES),
+                                 ("table_updates", rule.table_updates, TABLE_UPDATES),
+                                 ("optimizer", rule.optimizer, OPTIMIZERS)):
+        if value not in allowed:
+            raise ValueError(f"TrainLoop: received {name}={value!r} "
+                             f"(expected one of {', '.join(allowed)})")
+    if rule.adam and rule.table_updates == "lazy":
+        raise ValueError("TrainLoop: lazy table updates are for sgd (received adam; "
+                         "expected dense or sparse)")
+    if rule.whole_table_l2 and rule.table_updates == "sparse":
+        raise ValueError("TrainLoop: a whole_table L2 penalty needs lazy or dense table "
+                         "updates (received sparse)")
 
 
 class TrainLoop:
-    """The training loop over a :class:`RowSplitModel`, many steps per TensorFlow call."""
+    """The training loop over a :class:`RowSplitModel`, many steps per TensorFlow call, under
+    ``strategy`` (default: the current one, a single device outside any scope)."""
 
-    def __init__(self, split: RowSplitModel, batch_size: int, rule: UpdateRule = UpdateRule(),
-                 objective: str = "rating"):
-        if objective not in OBJECTIVES:
-            raise ValueError(f"TrainLoop: received objective={objective!r} "
-                             f"(expected one of {', '.join(OBJECTIVES)})")
-        if rule.table_updates not in TABLE_UPDATES:
-            raise ValueError(f"TrainLoop: received table_updates={rule.table_updates!r} "
-                             f"(expected one of {', '.join(TABLE_UPDATES)})")
-        if rule.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainLoop: received optimizer={rule.optimizer!r} "
-                             f"(expected one of {', '.join(OPTIMIZERS)})")
-        if rule.optimizer == "adam" and rule.table_updates == "lazy":
-            raise ValueError("TrainLoop: lazy table updates are for sgd (received adam; "
-                             "expected dense or sparse)")
-        if rule.whole_table_l2 and rule.table_updates == "sparse":
-            raise ValueError("TrainLoop: a whole_table L2 penalty needs lazy or dense table "
-                             "updates (received sparse)")
-        self.split = split
-        self.objective = objective
-        self.rule = rule
-        self.lr, self.mu = rule.learning_rate, rule.momentum
+    def __init__(self, split: RowSplitModel, batch_size: int, rule: UpdateRule | None = None,
+                 objective: str = "rating", strategy: tf.distribute.Strategy | None = None,
+                 seed: int = 0):
+        rule = rule or UpdateRule()
+        _check(objective, rule)
+        self.split, self.net = split, FusedNet(split.model)
+        self.objective, self.rule, self.seed = objective, rule, seed
         self.batch_size = batch_size
-        self.table_updates = rule.table_updates
-        self.adam = rule.optimizer == "adam"
-        # Optimiser state per weight: SGD's momentum, or Adam's first and second moments.
-        n_slots = 2 if self.adam else 1
-        self.table_slots = [[tf.Variable(tf.zeros_like(t), trainable=False)
-                             for _ in range(n_slots)] for t in split.tables]
-        self.dense_slots = [[tf.Variable(tf.zeros_like(v), trainable=False)
-                             for _ in range(n_slots)] for v in split.dense]
-        # Steps taken so far, and for ``lazy`` the step each row is up to date with. Tables read
-        # by the same input (user embedding and user bias) are touched together, so they share
-        # one record per input.
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.inputs = sorted(set(split.feeds))
-        sizes = {f: t.shape[0] for f, t in zip(split.feeds, split.tables, strict=True)}
         self.lazy = rule.table_updates == "lazy"
-        self.row_step = {f: tf.Variable(tf.zeros([sizes[f]], tf.int64), trainable=False)
-                         for f in self.inputs} if self.lazy else {}
-        # lazy: M^k for k untouched steps (momentum_powers), grown as epochs need.
-        self.powers = tf.Variable(tf.zeros([0, 4]), shape=tf.TensorShape([None, 4]),
-                                  trainable=False)
-        self._n_powers = 0  # rows in self.powers (its static shape is unknown)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.inputs = sorted(set(split.feeds))
+        if self.inputs != [0, 1]:
+            raise ValueError(f"TrainLoop: the model's tables read inputs {self.inputs} "
+                             "(expected tables for both the user and the movie input)")
+        hidden = [v for v, role in zip(split.dense, self.net.dense_roles, strict=True)
+                  if role == "hidden/bias"]
+        self.hidden_units = int(hidden[0].shape[0]) if hidden else 0
+        # The loop's tables are one per input: the user embedding and the user bias side by side
+        # (n_users, K + 1), the same for movies, so a step gathers, catches up and updates one
+        # table per input. ``columns[f]``: (Keras table index, width) in column order.
+        self.columns = {f: [(i, int(t.shape[1])) for i, (t, g) in
+                            enumerate(zip(split.tables, split.feeds, strict=True)) if g == f]
+                        for f in self.inputs}
+        with self.strategy.scope():  # every variable, before the first tf.function call
+            def variable(value, dtype=tf.float32):
+                return tf.Variable(value, dtype=dtype, trainable=False, aggregation=NONE)
+            self.tables = [variable(self._joined(f)) for f in self.inputs]
+            self.dense = [variable(v.read_value()) for v in split.dense]
+            self.table_slots = [[variable(tf.zeros_like(t)) for _ in range(rule.n_slots)]
+                                for t in self.tables]
+            self.dense_slots = [[variable(tf.zeros_like(v)) for _ in range(rule.n_slots)]
+                                for v in split.dense]
+            self.step = variable(0, tf.int64)
+            # lazy: the step each row of each input's table is up to date with
+            self.row_step = ([variable(tf.zeros([t.shape[0]], tf.int64), tf.int64)
+                              for t in self.tables] if self.lazy else [])
+        self._powers = tf.constant(rule.powers(1))  # lazy: M^k for k untouched steps, grown
         self._pending = 0  # steps since every row was last caught up
         spec = tf.TensorSpec([None], tf.int32)
+        powers = tf.TensorSpec([None, 4], tf.float32)
         self._run_steps_fn = tf.function(self._run_steps, input_signature=[
             spec, spec, tf.TensorSpec([None], tf.float32), spec,
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32), powers])
         self.predict_batch = tf.function(self._predict_batch, input_signature=[spec, spec])
-        self._catch_up_fn = tf.function(self._catch_up_all)
+        self._catch_up_fn = tf.function(self._catch_up_all, input_signature=[powers])
+        self._pull_fn = tf.function(self._pull)
 
     def state_variables(self) -> list[tf.Variable]:
         """The optimiser's state: with the model's variables, all a resumed run needs."""
         slots = [s for group in self.table_slots + self.dense_slots for s in group]
-        return [self.step, *slots, *self.row_step.values()]
+        return [self.step, *slots, *self.row_step]
+
+    def pull(self) -> None:
+        """Copies the Keras model's weights into the loop's (every replica's copy); after the
+        model's weights were set from outside (a checkpoint)."""
+        self._pull_fn()
+
+    def _joined(self, f: int) -> tf.Tensor:
+        """The Keras tables read by input f, side by side."""
+        parts = [self.split.tables[i].read_value() for i, _ in self.columns[f]]
+        return tf.concat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def _pull(self) -> None:
+        for f, table in zip(self.inputs, self.tables, strict=True):
+            table.assign(self._joined(f))
+        for mine, theirs in zip(self.dense, self.split.dense, strict=True):
+            mine.assign(theirs)
+
+    def push(self) -> None:
+        """Copies the loop's weights (the first replica's, all identical) into the model."""
+        for f, table in zip(self.inputs, self.tables, strict=True):
+            value = table.read_value()
+            widths = [w for _, w in self.columns[f]]
+            for (i, _), part in zip(self.columns[f], tf.split(value, widths, 1), strict=True):
+                self.split.tables[i].assign(part)
+        for mine, theirs in zip(self.dense, self.split.dense, strict=True):
+            theirs.assign(mine.read_value())
 
     def run_steps(self, users, movies, y, negatives, first_step, n_steps) -> tf.Tensor:
         """Runs batches first_step .. first_step + n_steps - 1; returns the sum of their
@@ -235,148 +208,145 @@ class TrainLoop:
         negative movie per triple (empty for the other objectives)."""
         self._pending += int(n_steps)
         self._reserve_powers(self._pending + 1)
-        return self._run_steps_fn(users, movies, y, negatives, first_step, n_steps)
+        return self._run_steps_fn(users, movies, y, negatives, first_step, n_steps,
+                                  self._powers)
 
     def _reserve_powers(self, n: int) -> None:
-        """Makes self.powers cover k = 0..n-1 untouched steps (lazy rule only)."""
-        if self.lazy and self._n_powers < n:
-            self._n_powers = max(n, 2 * self._n_powers)  # few rebuilds if called step by step
-            self.powers.assign(momentum_powers(
-                self._n_powers, self.lr, self.mu, 2.0 * self.rule.whole_table_l2
-            ).astype(np.float32))
+        """Makes the lazy closed forms cover k = 0..n-1 untouched steps."""
+        if self.lazy and self._powers.shape[0] < n:
+            # Doubling: few rebuilds if called step by step.
+            self._powers = tf.constant(self.rule.powers(max(n, 2 * self._powers.shape[0])))
 
     def catch_up(self) -> None:
         """Brings every row of every table up to the current step (lazy rule only)."""
-        self._catch_up_fn()
+        self._catch_up_fn(self._powers)
         self._pending = 0
 
-    def _step(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor,
-              negatives: tf.Tensor) -> tf.Tensor:
-        split, rule = self.split, self.rule
+    def _catch_up_all(self, powers: tf.Tensor) -> None:
+        def catch_up() -> None:
+            for table, slots, row_step in zip(self.tables, self.table_slots, self.row_step,
+                                              strict=True):
+                self.rule.catch_up_table(table, slots[0], self.step - row_step, powers)
+                row_step.assign(tf.fill(tf.shape(row_step), self.step.read_value()))
+        self.strategy.run(catch_up)
+
+    def _share(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """This replica's part [lo, hi) of a global batch of n examples."""
+        if self.replicas == 1:
+            return tf.constant(0), n
+        r = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+        return n * r // self.replicas, n * (r + 1) // self.replicas
+
+    def _replica_step(self, users, movies, y, negatives, start, powers) -> tf.Tensor:
+        """One step on one replica; returns the global batch's summed loss terms."""
+        rule, net = self.rule, self.net
+        bpr = self.objective == "bpr"
         step = self.step.assign_add(1)
-        n_examples = tf.size(users)
-        # bpr scores the positives and the negatives in one pass: the user rows twice.
-        ids = ([tf.concat([users, users], 0), tf.concat([movies, negatives], 0)]
-               if self.objective == "bpr" else [users, movies])
-        # (rows, position of each id); the dense rule needs neither.
-        distinct = ({f: tf.unique(ids[f]) for f in self.inputs}
-                    if self.table_updates != "dense" else {})
-        if self.lazy:
-            # Bring the batch's rows up to the end of the previous step before reading them.
-            caught = [self._catch_up_rows(table, slots[0], distinct[f][0],
-                                          step - 1 - tf.gather(self.row_step[f],
-                                                               distinct[f][0]))
-                      for table, slots, f in zip(split.tables, self.table_slots, split.feeds,
-                                                 strict=True)]
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(split.tables + split.dense)
-            rows = split.lookup(ids)
-            terms = objectives.loss_terms(self.objective, split.head(rows, training=True), y)
-            loss = tf.reduce_mean(terms)
-            if rule.per_rating_l2:  # each example's own rows (bpr: u, i and j, u once)
-                own = [r[:n_examples] if self.objective == "bpr" and f == 0 else r
-                       for r, f in zip(rows, split.feeds, strict=True)]
-                loss += rule.per_rating_l2 * tf.add_n(
-                    [tf.reduce_sum(tf.square(r)) for r in own]) / tf.cast(n_examples, tf.float32)
-        grads = tape.gradient(loss, split.tables + split.dense)
-        n_tables = len(split.tables)
+        b = self.batch_size
+        batch = [users[start:start + b], movies[start:start + b]]  # per input: ids
+        n = tf.size(batch[0])
+        if bpr:  # the negatives are scored as more movie rows of the same users
+            batch[1] = tf.concat([batch[1], negatives[start:start + b]], 0)
+        distinct = [tf.unique(ids) for ids in batch]  # (rows, position of each id)
+        lo, hi = self._share(n)
+
+        def mine(x):  # this replica's rows of a batch-long tensor (bpr: of both halves)
+            if self.replicas == 1:
+                return x
+            return tf.concat([x[lo:hi], x[n + lo:n + hi]], 0) if bpr else x[lo:hi]
+        positions = [mine(distinct[0][1]) if not bpr else distinct[0][1][lo:hi],
+                     mine(distinct[1][1])]
+        ids = [mine(batch[0]) if not bpr else batch[0][lo:hi], mine(batch[1])]
+        if bpr:  # every user row is read twice, for the positive and the negative
+            positions[0] = tf.concat([positions[0], positions[0]], 0)
+            ids[0] = tf.concat([ids[0], ids[0]], 0)
+        caught = [(None, None)] * 2
+        if self.lazy:  # bring the batch's rows up to the end of the previous step
+            caught = [rule.catch_up_rows(table, slots[0], rows,
+                                         step - 1 - tf.gather(row_step, rows), powers)
+                      for table, slots, row_step, (rows, _) in
+                      zip(self.tables, self.table_slots, self.row_step, distinct, strict=True)]
+        # Each input's rows for this replica's examples, split into the Keras tables' columns.
+        joined = [tf.gather(table, i) for table, i in zip(self.tables, ids, strict=True)]
+        rows = [None] * len(self.split.tables)
+        for f, value in enumerate(joined):
+            widths = [w for _, w in self.columns[f]]
+            parts = tf.split(value, widths, 1) if len(widths) > 1 else [value]
+            for (i, _), part in zip(self.columns[f], parts, strict=True):
+                rows[i] = part
+        keep = None
+        if net.dropout and self.hidden_units:  # the global batch's mask, then this share
+            keep = mine(dropout_keep(self.seed, step, 0, [tf.size(batch[1]), self.hidden_units],
+                                     net.dropout))
+        targets = y if bpr else mine(y[start:start + b])
+        scale = tf.cast(n, tf.float32)
+        terms, row_grads, dense_grads = net.loss_and_grads(self.objective, rows, self.dense,
+                                                           targets, scale, keep)
+        grads = []
+        for f, value in enumerate(joined):
+            parts = [row_grads[i] for i, _ in self.columns[f]]
+            g = tf.concat(parts, 1) if len(parts) > 1 else parts[0]
+            if rule.per_rating_l2:  # each example's own rows (bpr: u, i and j; u once)
+                own = value
+                if bpr and f == 0:
+                    own = value * tf.concat([tf.ones([hi - lo, 1]), tf.zeros([hi - lo, 1])], 0)
+                g += (2.0 * rule.per_rating_l2 / scale) * own
+            grads.append(tf.math.unsorted_segment_sum(g, positions[f],
+                                                      tf.size(distinct[f][0])))
+        total = tf.reduce_sum(terms)
+        if self.replicas > 1:
+            grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
+        self._apply(step, [d[0] for d in distinct], grads, dense_grads, caught)
+        return total
+
+    @staticmethod
+    def _all_reduce(table_grads, dense_grads, total):
+        """Sums every gradient and the loss over the replicas in one all-reduce."""
+        parts = [*table_grads, *dense_grads, total]
+        flat = tf.concat([tf.reshape(p, [-1]) for p in parts], 0)
+        flat = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, flat)
+        pieces = tf.split(flat, [tf.size(p) for p in parts])
+        out = [tf.reshape(piece, tf.shape(p)) for piece, p in zip(pieces, parts, strict=True)]
+        n = len(table_grads)
+        return out[:n], out[n:-1], out[-1]
+
+    def _apply(self, step, distinct, table_grads, dense_grads, caught) -> None:
+        """The same update on every replica's own copy, from the summed gradients."""
+        rule = self.rule
+        alpha = rule.adam_alpha(step) if rule.adam else None
         decay = 2.0 * rule.whole_table_l2  # d/dw of l2 * w^2
-        if self.adam:
-            t = tf.cast(step, tf.float32)
-            alpha = (self.lr * tf.sqrt(1.0 - tf.pow(ADAM_BETA_2, t))
-                     / (1.0 - tf.pow(ADAM_BETA_1, t)))
-        for i, (table, slots, g, f) in enumerate(zip(split.tables, self.table_slots,
-                                                     grads[:n_tables], split.feeds, strict=True)):
-            if self.table_updates == "dense":
-                g = tf.convert_to_tensor(g)
-                if decay:
-                    g += decay * table
-                self._dense_update(table, slots, g, alpha if self.adam else None)
+        for table, slots, rows, g, (w, momentum) in zip(
+                self.tables, self.table_slots, distinct, table_grads, caught, strict=True):
+            if rule.table_updates == "dense":
+                g = tf.scatter_nd(rows[:, None], g, tf.shape(table, out_type=tf.int32))
+                rule.dense_update(table, slots, g + decay * table if decay else g, alpha)
                 continue
-            rows_i, position = distinct[f]
-            g = tf.math.unsorted_segment_sum(g.values, position, tf.size(rows_i))
-            if self.adam:  # touched rows only: LazyAdam's rule
-                m, v = (tf.gather(s, rows_i) for s in slots)
-                m += (g - m) * (1.0 - ADAM_BETA_1)
-                v += (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
-                for s, value in zip(slots, (m, v), strict=True):
-                    s.scatter_update(tf.IndexedSlices(value, rows_i))
-                table.scatter_sub(tf.IndexedSlices(alpha * m / (tf.sqrt(v) + ADAM_EPSILON),
-                                                   rows_i))
-                continue
-            if self.lazy:
-                w, m = caught[i]
-                if decay:
-                    g += decay * w
-            else:
-                m = tf.gather(slots[0], rows_i)
-            m = m * self.mu - self.lr * g
-            slots[0].scatter_update(tf.IndexedSlices(m, rows_i))
-            table.scatter_add(tf.IndexedSlices(m, rows_i))
-        for f, row_step in self.row_step.items():
-            rows_f = distinct[f][0]
-            row_step.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows_f), step), rows_f))
-        for var, slots, g, kernel in zip(split.dense, self.dense_slots, grads[n_tables:],
-                                         split.is_kernel, strict=True):
+            if w is not None:  # lazy with a whole-table penalty: its gradient at the row
+                g += decay * w
+            rule.row_update(table, slots, rows, g, momentum, alpha)
+        for row_step, rows in zip(self.row_step, distinct, strict=False):
+            row_step.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows), step), rows))
+        for var, slots, g, kernel in zip(self.dense, self.dense_slots, dense_grads,
+                                         self.split.is_kernel, strict=True):
             if kernel and rule.l2_dense:
                 g += 2.0 * rule.l2_dense * var
-            self._dense_update(var, slots, g, alpha if self.adam else None)
-        return tf.reduce_sum(terms)
+            rule.dense_update(var, slots, g, alpha)
 
-    def _dense_update(self, var: tf.Variable, slots: list[tf.Variable], g: tf.Tensor,
-                      alpha: tf.Tensor | None) -> None:
-        if alpha is None:  # Keras' SGD: m = momentum * m - lr * g; w += m.
-            slots[0].assign(slots[0] * self.mu - self.lr * g)
-            var.assign_add(slots[0])
-            return
-        # Keras' Adam, with alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t).
-        m, v = slots
-        m.assign_add((g - m) * (1.0 - ADAM_BETA_1))
-        v.assign_add((tf.square(g) - v) * (1.0 - ADAM_BETA_2))
-        var.assign_sub(alpha * m / (tf.sqrt(v) + ADAM_EPSILON))
-
-    def _catch_up_rows(self, table: tf.Variable, slot: tf.Variable, rows: tf.Tensor,
-                       k: tf.Tensor) -> tuple[tf.Tensor | None, tf.Tensor]:
-        """Applies k momentum-only steps to ``rows`` (k per row); returns their caught-up
-        weights (only with a whole-table penalty, whose gradient needs them) and momentum.
-        The caller updates the momentum and the rows' step."""
-        p = tf.gather(self.powers, k)
-        m = tf.gather(slot, rows)
-        if not self.rule.whole_table_l2:  # M00 = 1, M10 = 0: w += M01 * m
-            table.scatter_add(tf.IndexedSlices(p[:, 1:2] * m, rows))
-            return None, p[:, 3:4] * m
-        w = tf.gather(table, rows)
-        delta = p[:, 0:1] * w + p[:, 1:2] * m
-        table.scatter_add(tf.IndexedSlices(delta, rows))
-        return w + delta, p[:, 2:3] * w + p[:, 3:4] * m
-
-    def _catch_up_all(self) -> None:
-        for table, slots, f in zip(self.split.tables, self.table_slots, self.split.feeds,
-                                   strict=True):
-            p = tf.gather(self.powers, self.step - self.row_step[f])
-            w, m = table.read_value(), slots[0].read_value()
-            table.assign_add(p[:, 0:1] * w + p[:, 1:2] * m)
-            slots[0].assign(p[:, 2:3] * w + p[:, 3:4] * m)
-        for row_step in self.row_step.values():
-            row_step.assign(tf.fill(tf.shape(row_step), self.step.read_value()))
-
-    def _run_steps(self, users, movies, y, negatives, first_step, n_steps):
+    def _run_steps(self, users, movies, y, negatives, first_step, n_steps, powers):
         total = tf.constant(0.0)
-        b = self.batch_size
         for i in tf.range(n_steps):
-            start = (first_step + i) * b
-            # Traced once per objective: only bpr slices negatives, and bpr has no targets.
-            bpr = self.objective == "bpr"
-            total += self._step(users[start:start + b], movies[start:start + b],
-                                y if bpr else y[start:start + b],
-                                negatives[start:start + b] if bpr else negatives)
+            start = (first_step + i) * self.batch_size
+            out = self.strategy.run(self._replica_step,
+                                    args=(users, movies, y, negatives, start, powers))
+            total += self.strategy.experimental_local_results(out)[0]
         return total
 
     def _predict_batch(self, users, movies):
         return self.split.forward([users, movies], training=False)
 
     def predict(self, users: tf.Tensor, movies: tf.Tensor) -> np.ndarray:
-        """Centred predictions for all rows, in batches of PREDICT_BATCH_SIZE."""
+        """Centred predictions of the Keras model for all rows, in batches of
+        PREDICT_BATCH_SIZE."""
         n = int(users.shape[0])
         parts = [self.predict_batch(users[s:s + PREDICT_BATCH_SIZE],
                                     movies[s:s + PREDICT_BATCH_SIZE]).numpy()
@@ -384,8 +354,8 @@ class TrainLoop:
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def penalty(self, users: np.ndarray, movies: np.ndarray) -> float:
-        """The L2 terms of the loss at the current weights, for ratings (users, movies): what
-        the loss adds to the MSE (0 without regularisation)."""
+        """The L2 terms of the loss at the Keras model's weights, for ratings (users, movies):
+        what the loss adds to the MSE (0 without regularisation)."""
         rule, split = self.rule, self.split
         total = 0.0
         if rule.l2_dense:
@@ -409,7 +379,8 @@ class TrainLoop:
 
         That is Keras' training MSE: the batch errors averaged, weighted by batch size, with
         the weights changing along the way. The last batch may be smaller, as in ``model.fit``.
-        Afterwards every table row is up to date, so the model can be scored or saved.
+        Afterwards every table row is up to date and copied into the Keras model, so the model
+        can be scored or saved.
         """
         n = int(users.shape[0])
         if negatives is None:
@@ -424,4 +395,5 @@ class TrainLoop:
                                           tf.constant(count, tf.int32)))
         if self.lazy:
             self.catch_up()
+        self.push()
         return total / n

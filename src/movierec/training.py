@@ -44,6 +44,9 @@ RANKING_VAL_COLUMNS = ("val_loss", "val_ndcg")
 # Seed of the negatives drawn once for the held-out parts' per-epoch loss (fixed, so that the
 # curve moves with the weights only).
 HELD_OUT_NEGATIVES_SEED = 0
+# The order and shapes of the checkpointed optimiser state (TrainLoop.state_variables); a
+# checkpoint written by a loop with another layout is ignored, not misread.
+STATE_LAYOUT = 2
 
 
 def make_deterministic(seed: int) -> None:
@@ -156,7 +159,8 @@ def setup(params: TrainParams, n_users: int, n_movies: int) -> tuple[keras.Model
     centred = build_model(params.model, n_users, n_movies, params.latent_dim,
                           params.hidden_units, params.dropout)
     return centred, TrainLoop(RowSplitModel(centred), params.batch_size,
-                              UpdateRule.from_params(params), params.objective)
+                              UpdateRule.from_params(params), params.objective,
+                              seed=params.seed)
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
@@ -276,7 +280,8 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
     seconds_before = 0.0
     if checkpoint_path is not None:
         digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
-                                        n_users=n_users, n_movies=n_movies)
+                                        n_users=n_users, n_movies=n_movies,
+                                        state_layout=STATE_LAYOUT)
         saved = checkpoint.load(checkpoint_path, digest)
         if saved is None and checkpoint_path.exists() and verbose:
             print(f"train: ignoring {checkpoint_path} (other params or data, or unreadable)",
@@ -285,6 +290,7 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
             meta, arrays = saved
             for i, var in enumerate(state):
                 var.assign(arrays[f"state_{i}"])
+            loop.pull()
             rows = meta["rows"]
             fit_seconds, seconds_before = meta["fit_seconds"], meta["seconds"]
             if meta["best_epoch"]:
