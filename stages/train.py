@@ -3,6 +3,7 @@ it as .keras."""
 
 import shutil
 
+from movierec import distribute
 from movierec.cli import run_stage, stage_parser
 from movierec.config import TrainParams, load_params
 from movierec.io import read_parquet, write_csv, write_json
@@ -23,12 +24,16 @@ def main() -> None:
                         "killed run resumes from its last completed epoch (removed on success)")
     args = parser.parse_args()
     params = load_params(args.params).train
+    place = distribute.start(params)  # before TensorFlow runs anything: threads, devices
+    if place.kind != "default":
+        print(f"train: {place.description}", flush=True)
 
     n_users = len(read_parquet(args.user_index, columns=["user_idx"]))
     n_movies = len(read_parquet(args.movie_index, columns=["movie_idx"]))
     train_df, test_df = read_parquet(args.train), read_parquet(args.test)
-    result = train(train_df, test_df, n_users, n_movies, params,
-                   checkpoint_dir=args.checkpoint_dir)
+    with distribute.cluster_errors(place, "train"):
+        result = train(train_df, test_df, n_users, n_movies, params,
+                       checkpoint_dir=args.checkpoint_dir, place=place)
 
     save_model(result.model, args.model)
     write_csv(result.history, args.history)

@@ -2,6 +2,7 @@
 
     python -m movierec recommend --user 42 -n 10 [--json] [--fallback popular]
     python -m movierec similar --movie 1 -n 10 [--json]
+    python -m movierec worker [--params params.yaml]   (a multi_worker training task)
 
 Both read the pipeline's current outputs (model, id mappings, movies, train split), whose paths
 dvc.yaml declares; run them in the project folder after `dvc repro` (or pass --root).
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for an unknown user, the most popular movies instead of an error")
     sim = sub.add_parser("similar", help="the movies nearest to a movie (cosine, embeddings)")
     sim.add_argument("--movie", type=_id, required=True, help="MovieLens movieId")
+    work = sub.add_parser("worker", help="join a multi_worker training run as a non-chief "
+                          "task (TF_CONFIG); writes nothing")
+    work.add_argument("--params", help="the params file (default: ROOT/params.yaml)")
+    work.add_argument("--root", default=".", help="the project folder (default: .)")
     for p in (rec, sim):
         p.add_argument("-n", type=_positive, default=10, help="how many movies (default 10)")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -82,6 +87,11 @@ def run(argv: list[str] | None = None) -> int:
     from movierec.paths import pipeline_paths
     from movierec.query import Recommender, UnknownIdError
 
+    if args.command == "worker":
+        from movierec.worker import run_worker
+
+        run_worker(args.root, args.params)
+        return 0
     paths = pipeline_paths(args.root)
     with _quiet_native_stderr():
         recommender = Recommender.load(paths)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -43,6 +44,20 @@ def save(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     payload = {_META: np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays}
     with atomic_path(path, suffix=".tmp.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, **payload)
+
+
+def to_bytes(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """A checkpoint as bytes (what :func:`save` writes), to send to another process."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays})
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
+    """The (meta, arrays) of :func:`to_bytes`."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    return json.loads(arrays.pop(_META).tobytes().decode()), arrays
 
 
 def load(path: Path, expected_fingerprint: str) -> tuple[dict, dict[str, np.ndarray]] | None:

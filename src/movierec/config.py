@@ -35,6 +35,7 @@ OBJECTIVES = ("rating", "bce", "bpr")
 # to count^0.75 (word2vec's unigram smoothing, used by many recommenders).
 NEGATIVE_SAMPLING = ("uniform", "popularity")
 # How preprocess splits the ratings (movierec.splits explains each).
+STRATEGIES = ("default", "mirrored", "multi_worker")
 SPLITS = ("random", "stratified_item", "user_temporal")
 
 
@@ -116,6 +117,9 @@ class TrainParams:
     negative_sampling: str = "uniform"
     ndcg_k: int = 10
     ndcg_users: int = 0
+    strategy: str = "default"
+    cpu_replicas: int = 0
+    collective_timeout: int = 300
 
     @property
     def ranks(self) -> bool:
@@ -166,6 +170,12 @@ class TrainParams:
                 self.negative_sampling, "one of " + ", ".join(NEGATIVE_SAMPLING))
         _expect(self.ndcg_users >= 0, f"{prefix}.ndcg_users", self.ndcg_users,
                 "0 (every user) or the size of a seeded sample of users")
+        _expect(self.strategy in STRATEGIES, f"{prefix}.strategy", self.strategy,
+                "one of " + ", ".join(STRATEGIES))
+        _expect(self.cpu_replicas >= 0, f"{prefix}.cpu_replicas", self.cpu_replicas,
+                "an integer >= 0 (0 = the devices as they are)")
+        _expect(self.collective_timeout >= 1, f"{prefix}.collective_timeout",
+                self.collective_timeout, "an integer >= 1 (seconds)")
 
 
 @dataclass(frozen=True)

@@ -291,11 +291,15 @@ class TrainLoop:
                 if bpr and f == 0:
                     own = value * tf.concat([tf.ones([hi - lo, 1]), tf.zeros([hi - lo, 1])], 0)
                 g += (2.0 * rule.per_rating_l2 / scale) * own
-            grads.append(tf.math.unsorted_segment_sum(g, positions[f],
-                                                      tf.size(distinct[f][0])))
+            # Across replicas, a fixed number of rows (the most a batch can touch): every
+            # all-reduce of a run then has one shape, as TensorFlow's collectives require.
+            segments = (tf.size(distinct[f][0]) if self.replicas == 1
+                        else (2 if bpr and f == 1 else 1) * b)
+            grads.append(tf.math.unsorted_segment_sum(g, positions[f], segments))
         total = tf.reduce_sum(terms)
         if self.replicas > 1:
             grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
+            grads = [g[:tf.size(d[0])] for g, d in zip(grads, distinct, strict=True)]
         self._apply(step, [d[0] for d in distinct], grads, dense_grads, caught)
         return total
 
@@ -335,6 +339,9 @@ class TrainLoop:
     def _run_steps(self, users, movies, y, negatives, first_step, n_steps, powers):
         total = tf.constant(0.0)
         for i in tf.range(n_steps):
+            # One step at a time: overlapping iterations would pair one replica's all-reduce
+            # with another replica's from the next step.
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
             start = (first_step + i) * self.batch_size
             out = self.strategy.run(self._replica_step,
                                     args=(users, movies, y, negatives, start, powers))

@@ -11,7 +11,6 @@ killed run resumes exactly.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from movierec import checkpoint, objectives, scoring
+from movierec import checkpoint, distribute, objectives, scoring
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
 from movierec.config import TrainParams
+from movierec.distribute import Placement
 from movierec.errors import DataError
 from movierec.model import as_scorer, build_model, with_offset
 from movierec.negatives import NegativeSampler
@@ -53,24 +53,6 @@ def make_deterministic(seed: int) -> None:
     """Seeds Python, NumPy and TensorFlow and makes TF ops deterministic."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def set_intra_op_threads(n: int) -> None:
-    """Threads TensorFlow may use inside one op; 0 keeps TensorFlow's default (all cores).
-
-    At batch 128 every op is tiny, and handing it to a thread pool costs more than splitting it
-    saves: on a 2-core machine one thread ran 0.38 ms per step against 0.53 ms with two. It can
-    only be set before TensorFlow starts its runtime, so a process that has already run
-    TensorFlow ops (a test session) keeps the setting it started with, and is told so.
-    """
-    if n == 0 or tf.config.threading.get_intra_op_parallelism_threads() == n:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-    except RuntimeError:
-        print(f"train: TensorFlow was already running; intra-op threads stay at "
-              f"{tf.config.threading.get_intra_op_parallelism_threads()} (0 = all cores), "
-              f"not {n}", file=sys.stderr)
 
 
 def model_inputs(df: pd.DataFrame) -> list[np.ndarray]:
@@ -152,20 +134,23 @@ def _mse_scorer(loop: TrainLoop, df: pd.DataFrame, mu: float):
     return score
 
 
-def setup(params: TrainParams, n_users: int, n_movies: int) -> tuple[keras.Model, TrainLoop]:
-    """Threads, seeds, the centred model and its training loop, from the train params."""
-    set_intra_op_threads(params.intra_op_threads)
+def setup(params: TrainParams, n_users: int, n_movies: int,
+          place: Placement | None = None) -> tuple[keras.Model, TrainLoop]:
+    """Seeds, the centred model and its training loop under ``place``'s strategy (by default
+    :func:`distribute.start`'s for the params: threads, devices)."""
+    place = place or distribute.start(params)
     make_deterministic(params.seed)
     centred = build_model(params.model, n_users, n_movies, params.latent_dim,
                           params.hidden_units, params.dropout)
     return centred, TrainLoop(RowSplitModel(centred), params.batch_size,
                               UpdateRule.from_params(params), params.objective,
-                              seed=params.seed)
+                              place.strategy, seed=params.seed)
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
           params: TrainParams, verbose: int = 2,
-          checkpoint_dir: str | Path | None = None) -> TrainResult:
+          checkpoint_dir: str | Path | None = None,
+          place: Placement | None = None) -> TrainResult:
     """Fits the tutorial's model with ``params.objective``.
 
     The test split is only scored for the report (its per-epoch curve) and never decides
@@ -179,11 +164,16 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
 
     With ``checkpoint_dir``, every completed epoch is checkpointed there, and a run with the
     same params and data resumes from the last one, ending exactly as an uninterrupted run.
+
+    ``place``: where to train (default: :func:`distribute.start` for ``params``). Under
+    ``multi_worker`` every task calls this with the same params and data; only the chief
+    should pass a ``checkpoint_dir``, and it sends its checkpoint to the others.
     """
+    place = place or distribute.start(params)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fit_df, val_df = split_validation(train_df, params.val_fraction, params.seed)
     result = _fit(fit_df, val_df, test_df, n_users, n_movies, params, params.epochs, verbose,
-                  folder / "select.npz" if folder and params.refit else
+                  place, folder / "select.npz" if folder and params.refit else
                   folder / "train.npz" if folder else None)
     if not params.refit:
         return result
@@ -191,7 +181,7 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
         print(f"refit: early stopping chose {result.best_epoch} epochs; training again on all "
               f"{len(train_df):,} ratings of the train split", flush=True)
     final = _fit(train_df, None, test_df, n_users, n_movies, params, result.best_epoch, verbose,
-                 folder / "refit.npz" if folder else None)
+                 place, folder / "refit.npz" if folder else None)
     samples = (result.samples_per_second * result.fit_seconds
                + final.examples_per_epoch * final.best_epoch)
     fit_seconds = result.fit_seconds + final.fit_seconds
@@ -258,12 +248,12 @@ class _Scores:
 
 def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFrame,
          n_users: int, n_movies: int, params: TrainParams, epochs: int, verbose: int,
-         checkpoint_path: Path | None = None) -> TrainResult:
+         place: Placement, checkpoint_path: Path | None = None) -> TrainResult:
     """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``,
     checkpointed after every epoch to ``checkpoint_path`` and resumed from it."""
     # The rating objective learns ratings centred on their mean; the others learn labels.
     mu = 0.0 if params.ranks else float(fit_df[RATING_COL].to_numpy(np.float64).mean())
-    centred, loop = setup(params, n_users, n_movies)
+    centred, loop = setup(params, n_users, n_movies, place)
     fit_users, fit_movies = _ids(fit_df)
     targets = fit_df[RATING_COL].to_numpy(np.float32) - np.float32(mu)
     sampler = (NegativeSampler(fit_users, fit_movies, n_users, n_movies,
@@ -278,30 +268,31 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
     fit_seconds = 0.0
     best = (np.inf, 0, None)  # criterion (lower is better), epoch, weights
     seconds_before = 0.0
-    if checkpoint_path is not None:
-        digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
-                                        n_users=n_users, n_movies=n_movies,
-                                        state_layout=STATE_LAYOUT)
-        saved = checkpoint.load(checkpoint_path, digest)
-        if saved is None and checkpoint_path.exists() and verbose:
-            print(f"train: ignoring {checkpoint_path} (other params or data, or unreadable)",
-                  flush=True)
-        if saved is not None:
-            meta, arrays = saved
-            for i, var in enumerate(state):
-                var.assign(arrays[f"state_{i}"])
-            loop.pull()
-            rows = meta["rows"]
-            fit_seconds, seconds_before = meta["fit_seconds"], meta["seconds"]
-            if meta["best_epoch"]:
-                best = (meta["best_val"], meta["best_epoch"],
-                        [arrays[f"best_{i}"] for i in range(len(centred.weights))])
-            rng.bit_generator.state = meta["rng"]  # where the shuffles had got to
-            if sampler is not None:
-                sampler.stats = dataclasses.replace(sampler.stats, **meta["negatives"])
-            if verbose:
-                print(f"train: resuming after epoch {len(rows)} from {checkpoint_path}",
-                      flush=True)
+    digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
+                                    n_users=n_users, n_movies=n_movies,
+                                    state_layout=STATE_LAYOUT)
+    saved = checkpoint.load(checkpoint_path, digest) if checkpoint_path is not None else None
+    if saved is None and checkpoint_path is not None and checkpoint_path.exists() and verbose:
+        print(f"train: ignoring {checkpoint_path} (other params or data, or unreadable)",
+              flush=True)
+    if place.multi_worker:
+        saved = _share_start(place, digest, saved)
+    if saved is not None:
+        meta, arrays = saved
+        for i, var in enumerate(state):
+            var.assign(arrays[f"state_{i}"])
+        loop.pull()
+        rows = meta["rows"]
+        fit_seconds, seconds_before = meta["fit_seconds"], meta["seconds"]
+        if meta["best_epoch"]:
+            best = (meta["best_val"], meta["best_epoch"],
+                    [arrays[f"best_{i}"] for i in range(len(centred.weights))])
+        rng.bit_generator.state = meta["rng"]  # where the shuffles had got to
+        if sampler is not None:
+            sampler.stats = dataclasses.replace(sampler.stats, **meta["negatives"])
+        if verbose:
+            source = checkpoint_path or "the chief's checkpoint"
+            print(f"train: resuming after epoch {len(rows)} from {source}", flush=True)
 
     def stopped() -> bool:
         return scores.val is not None and bool(rows) and len(rows) - best[1] >= params.patience
@@ -327,7 +318,7 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
         if verbose:
             print(f"epoch {epoch}/{epochs}: {note} ({time.perf_counter() - tick:.1f} s)",
                   flush=True)
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and place.is_chief:
             arrays = {f"state_{i}": var.numpy() for i, var in enumerate(state)}
             if best[2] is not None:
                 arrays.update({f"best_{i}": w for i, w in enumerate(best[2])})
@@ -358,6 +349,23 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
                        samples_per_second=n_examples * len(rows) / max(fit_seconds, 1e-9),
                        best_epoch=best_epoch, n_fit=len(fit_df), examples_per_epoch=n_examples,
                        negatives=dataclasses.asdict(sampler.stats) if sampler else None)
+
+
+def _share_start(place: Placement, digest: str, saved: tuple | None) -> tuple | None:
+    """``multi_worker``: the chief's data fingerprint and checkpoint, on every task.
+
+    Every task must train on the same params and data from the same weights; a worker whose
+    fingerprint differs stops with one line rather than train on something else.
+    """
+    payload = digest.encode() + b"\n" + (checkpoint.to_bytes(*saved) if saved else b"")
+    received = distribute.broadcast_bytes(place, payload if place.is_chief else b"")
+    chief_digest, _, state = received.partition(b"\n")
+    if chief_digest.decode() != digest:
+        raise distribute.ClusterError(
+            f"worker: params or data differ from the chief's (fingerprint {digest[:12]}, the "
+            f"chief's {chief_digest.decode()[:12]}); run it on the chief's params.yaml and "
+            "prepared data (dvc pull)")
+    return checkpoint.from_bytes(state) if state else None
 
 
 def predict(model: keras.Model, df: pd.DataFrame) -> np.ndarray:
