@@ -30,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -121,24 +122,33 @@ def is_chief_task(config: dict) -> bool:
                                        and task["type"] == "worker" and int(task["index"]) == 0)
 
 
+# Run in a separate Python: it waits for its stdin to close (the block finished, or the
+# parent died) and otherwise, after the deadline, prints the error and kills the parent.
+_WATCHDOG = """
+import os, select, signal, sys
+parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], seconds)[0]:
+    print(message, file=sys.stderr, flush=True)
+    os.kill(parent, signal.SIGKILL)
+"""
+
+
 @contextlib.contextmanager
 def _watchdog(seconds: float, what: str) -> Iterator[None]:
     """Ends the process with one line if the block takes longer than ``seconds``.
 
-    TensorFlow's cluster start waits for every task with no deadline of its own; a thread
-    cannot interrupt it, so the watchdog exits the process (nothing has been written yet).
+    TensorFlow's cluster start waits for every task with no deadline of its own, inside a
+    call that holds Python's interpreter lock, so neither a thread nor a signal handler of this
+    process could act: a small watchdog process does (nothing has been written yet).
     """
-    def expire() -> None:
-        print(f"error: {what} within {seconds:g} s (train.collective_timeout)", file=sys.stderr,
-              flush=True)
-        os._exit(1)
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    message = f"error: {what.format(seconds=f'{seconds:g}')}"
+    guard = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds),
+                              message], stdin=subprocess.PIPE)
     try:
         yield
     finally:
-        timer.cancel()
+        guard.stdin.close()
+        guard.wait()
 
 
 def start(params: TrainParams, role: str = "chief") -> Placement:
@@ -170,9 +180,10 @@ def start(params: TrainParams, role: str = "chief") -> Placement:
     hosts = sum(len(v) for k, v in config["cluster"].items() if k in ("chief", "worker"))
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=float(params.collective_timeout))
+    prefix = "train" if role == "chief" else role
     with _watchdog(params.collective_timeout,
-                   f"{role}: the cluster in TF_CONFIG ({hosts} tasks) did not form; a task is "
-                   f"missing or unreachable"):
+                   f"{prefix}: the cluster in TF_CONFIG ({hosts} tasks) did not form within "
+                   "{seconds} s (train.collective_timeout): a task is missing or unreachable"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         # The first exchange is the moment every task has joined.
         broadcast_bytes(Placement(strategy, "multi_worker", chief, ""), b"")
@@ -217,8 +228,10 @@ def cluster_errors(place: Placement, role: str) -> Iterator[None]:
     except tf.errors.OpError as exc:
         if not (place.multi_worker and is_cluster_failure(exc)):
             raise
-        first = str(exc.message).strip().splitlines()[0][:160] if exc.message else ""
-        raise ClusterError(f"{role}: lost the cluster ({type(exc).__name__}: {first}); a task "
+        found = re.search(r"aborted by: ([^\n]+)", exc.message or "")
+        cause = found.group(1) if found else (exc.message or "").strip().splitlines()[-1:]
+        raise ClusterError(f"{role}: lost the cluster ({type(exc).__name__}: "
+                           f"{str(cause)[:120]}); a task "
                            "is missing, died or stalled past train.collective_timeout; nothing "
                            "was written, and the next run resumes from the last checkpoint"
                            ) from None
