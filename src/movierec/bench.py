@@ -13,7 +13,8 @@ run on one machine (see ``main`` for its steps and ``README.md`` for figures):
    (b) the project's loop computing Keras' rule for every row (``train.table_updates=dense``),
    (c) the project's default loop, the same rule computed lazily (``lazy``),
    (d) the project's loop with TensorFlow 1's sparse momentum (``sparse``, another rule),
-   each in a fresh process;
+   (e) the default loop under ``train.strategy=mirrored`` on 2 logical CPUs (the overhead of
+   tf.distribute's exchange), each in a fresh process;
 3. the real train (one epoch), recommend (100 candidates per user: here it only feeds evaluate)
    and evaluate stages at full size, for their peak memory;
 4. an accuracy check: the same four paths trained for the same epochs on the same split of the
@@ -100,6 +101,9 @@ def child_train_steps(prepared: str, path: str, steps: str, warmup: str) -> None
     train_df = train_df.iloc[:rows]  # the split is already shuffled by preprocess
     if path == "tutorial":
         seconds = _tutorial_steps(train_df, n_users, n_movies, warmup)
+    elif path == "mirrored":
+        seconds = _project_steps(train_df, n_users, n_movies, warmup, table_updates="lazy",
+                                 strategy="mirrored", cpu_replicas=2)
     else:
         seconds = _project_steps(train_df, n_users, n_movies, warmup, table_updates=path)
     print(json.dumps({"seconds": seconds, "steps": steps,
@@ -132,14 +136,14 @@ def _tutorial_steps(train_df, n_users: int, n_movies: int, warmup: int) -> float
 
 
 def _project_steps(train_df, n_users: int, n_movies: int, warmup: int,
-                   table_updates: str) -> float:
-    """The train stage's loop with its default params (batch 128, SGD 0.08/0.9)."""
+                   **train: object) -> float:
+    """The train stage's loop with its default params (batch 128, SGD 0.08/0.9) but ``train``."""
     import tensorflow as tf
 
     from movierec.config import TrainParams
     from movierec.training import _as_tensors, setup
 
-    params = TrainParams(table_updates=table_updates)
+    params = TrainParams(**train)
     _, loop = setup(params, n_users, n_movies)
     users, movies, y = _as_tensors(train_df, float(train_df["rating"].mean()))
     split = warmup * params.batch_size
@@ -282,13 +286,19 @@ def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ra
              ("dense", "project loop, Keras' rule on every row (table_updates=dense)"),
              ("lazy", "project loop, Keras' rule computed lazily (default, lazy)"),
              ("sparse", "project loop, TF1 sparse momentum, another rule (sparse)"))
+    # The default loop under tf.distribute's MirroredStrategy on two logical CPUs: the cost of
+    # the replicas' exchange (no gain expected from two replicas sharing two cores).
+    mirrored = ("mirrored", "project loop (lazy), strategy=mirrored on 2 logical CPUs")
     speed = {}
-    for key, label in paths:
+    for key, label in (*paths, mirrored):
         speed[key] = r = _child("child_train_steps", prep, key, steps, warmup)
         ratio = r["samples_per_second"] / speed["tutorial"]["samples_per_second"]
         print(f"{label}: {r['seconds'] / steps * 1e3:.3f} ms/step, "
               f"{r['samples_per_second']:,.0f} samples/s, {ratio:.1f}x the tutorial's; "
               f"peak memory {r['peak_mib']:.0f} MiB", flush=True)
+    print(f"mirrored on 2 logical CPUs vs one device (lazy): "
+          f"{speed['mirrored']['seconds'] / speed['lazy']['seconds']:.2f}x the time per step",
+          flush=True)
 
     print("\n== train (1 epoch), recommend and evaluate stages on that split", flush=True)
     model = d["models"] / "model.keras"
