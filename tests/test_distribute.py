@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_pipeline_e2e import PROJECT_FILES, ROOT, _env, dvc, run
+from test_pipeline_e2e import ROOT, _env, dvc, make_project, run
 
 pytestmark = pytest.mark.e2e
 CHILD = Path(__file__).with_name("distributed_child.py")
@@ -87,20 +87,7 @@ def _set_train(folder: Path, **values) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A copy of the project with a small twin prepared (dvc repro preprocess)."""
-    repo = tmp_path_factory.mktemp("cluster")
-    for name in PROJECT_FILES:
-        src, dst = ROOT / name, repo / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dst)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["synthetic"]["n_ratings"] = 20_000
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "project")
+    repo = make_project(tmp_path_factory.mktemp("cluster"), 20_000, epochs=2)
     dvc(repo, "repro", "preprocess")
     return repo
 

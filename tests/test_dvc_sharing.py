@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from test_pipeline_e2e import PROJECT_FILES, ROOT, _env, dvc, run
+from test_pipeline_e2e import _env, dvc, run
+from test_pipeline_e2e import make_project as e2e_project
 
 pytestmark = pytest.mark.e2e
 
@@ -31,21 +30,7 @@ QUEUE_TIMEOUT_S = 480  # both queued experiments together, including the workers
 
 def make_project(repo: Path) -> Path:
     """A committed copy of the project in ``repo``, on the tiny twin with one epoch."""
-    for name in PROJECT_FILES:
-        src, dst = ROOT / name, repo / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dst)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["synthetic"]["n_ratings"] = N_RATINGS
-    params["train"]["epochs"] = 1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(repo, "git", "init", "-q", "-b", "main")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "project")
-    return repo
+    return e2e_project(repo, N_RATINGS, epochs=1)
 
 
 def md5(path: Path) -> str:

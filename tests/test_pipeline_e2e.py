@@ -42,9 +42,8 @@ def dvc(repo: Path, *args: str, env: dict | None = None) -> str:
     return run(repo, sys.executable, "-m", "dvc", *args, env=env)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("project")
+def make_project(repo: Path, n_ratings: int = 20_000, epochs: int = 1) -> Path:
+    """A committed copy of the project in ``repo``, on a tiny twin with few epochs."""
     for name in PROJECT_FILES:
         src, dst = ROOT / name, repo / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -53,13 +52,18 @@ def repo(tmp_path_factory) -> Path:
         else:
             shutil.copy2(src, dst)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"]["synthetic"]["n_ratings"] = 20_000
-    params["train"]["epochs"] = 1
+    params["data"]["synthetic"]["n_ratings"] = n_ratings
+    params["train"]["epochs"] = epochs
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(repo, "git", "init", "-q", "-b", "main")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-q", "-m", "project")
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 def test_repro_runs_every_stage_then_is_a_no_op(repo):
