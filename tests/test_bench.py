@@ -17,7 +17,8 @@ def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
         assert re.search(rf"^{re.escape(stage)}.*: [\d.]+ s, peak memory [\d,]+ MiB$", out, re.M)
     assert re.search(r"extrapolated \d+ s for 20,000", out)
     ratios = re.findall(r"samples/s, ([\d.]+)x the tutorial's", out)
-    assert len(ratios) == 4 and float(ratios[0]) == 1.0
+    assert len(ratios) == 5 and float(ratios[0]) == 1.0  # four paths and mirrored
+    assert re.search(r"^mirrored on 2 logical CPUs vs one device \(lazy\): [\d.]+x", out, re.M)
     assert len(re.findall(r"test MSE \d\.\d{4} mean", out)) == 4
     assert re.search(r"^accuracy check: (passed|FAILED)", out, re.M)
 

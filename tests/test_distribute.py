@@ -123,9 +123,13 @@ def _clear_outputs(folder: Path) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
-def test_chief_stage_and_worker_on_loopback_match_one_device(project, tmp_path):
+@pytest.mark.parametrize("objective", ["rating", "bce", "bpr"])
+def test_chief_stage_and_worker_on_loopback_match_one_device(project, tmp_path, objective):
     import keras
 
+    # Ranking with a validation part: every task scores it and stops at the same epoch.
+    ranking = {"val_fraction": 0.1, "patience": 1} if objective != "rating" else {}
+    _set_train(project, objective=objective, **{"val_fraction": 0.0, **ranking})
     _set_train(project, strategy="default", epochs=2)
     _clear_outputs(project)
     run(project, sys.executable, *_train_args())
@@ -162,7 +166,8 @@ def test_chief_stage_and_worker_on_loopback_match_one_device(project, tmp_path):
 
 
 def test_a_missing_worker_fails_the_chief_within_the_timeout(project, tmp_path):
-    _set_train(project, strategy="multi_worker", epochs=2, collective_timeout=10)
+    _set_train(project, strategy="multi_worker", epochs=2, collective_timeout=10,
+               objective="rating", val_fraction=0.0)
     _clear_outputs(project)
     ports = _free_ports(2)
     start = time.monotonic()
@@ -181,7 +186,8 @@ def test_a_missing_worker_fails_the_chief_within_the_timeout(project, tmp_path):
 
 
 def test_a_killed_worker_fails_the_chief_and_the_rerun_resumes(project, tmp_path):
-    _set_train(project, strategy="multi_worker", epochs=40, collective_timeout=20)
+    _set_train(project, strategy="multi_worker", epochs=40, collective_timeout=20,
+               objective="rating", val_fraction=0.0)
     _clear_outputs(project)
     worker_dir = _worker_copy(project, "worker-b")
     ports = _free_ports(2)
