@@ -251,3 +251,25 @@ def test_worker_refuses_other_strategies_and_a_chief_config(project, tmp_path):
                           env={**_env(project), "TF_CONFIG": "{not json"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "TF_CONFIG: received '{not json'" in done.stderr
+
+
+def test_tf_config_is_read_and_checked(monkeypatch):
+    from movierec import distribute
+    from movierec.errors import ParamsError
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ParamsError, match="needs the TF_CONFIG environment variable"):
+        distribute.read_tf_config()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    with pytest.raises(ParamsError, match="an index into cluster"):
+        distribute.read_tf_config()
+    two = {"worker": ["a:1", "b:1"]}
+    assert distribute.is_chief_task({"cluster": two, "task": {"type": "worker", "index": 0}})
+    assert not distribute.is_chief_task({"cluster": two, "task": {"type": "worker",
+                                                                   "index": 1}})
+    with_chief = {"chief": ["c:1"], **two}  # then the chief, not worker 0, runs the stage
+    assert distribute.is_chief_task({"cluster": with_chief, "task": {"type": "chief",
+                                                                      "index": 0}})
+    assert not distribute.is_chief_task({"cluster": with_chief, "task": {"type": "worker",
+                                                                          "index": 0}})
