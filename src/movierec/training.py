@@ -29,11 +29,7 @@ from movierec.model import as_scorer, build_model, with_offset
 from movierec.negatives import NegativeSampler
 from movierec.objectives import epoch_data
 from movierec.ranking_probe import RankingProbe
-from movierec.steps import RowSplitModel, TrainLoop, UpdateRule
-
-# Prediction-only batch size: it changes speed, never the predictions' values beyond float
-# rounding, so it is not a params.yaml knob.
-PREDICT_BATCH_SIZE = 8192
+from movierec.steps import PREDICT_BATCH_SIZE, RowSplitModel, TrainLoop, UpdateRule
 
 # The per-epoch curves (plots/training.csv): the rating objective's, as the tutorial draws
 # them, and the ranking objectives' (the loss, and NDCG@k of full-catalogue top-k lists).
@@ -268,10 +264,13 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
     fit_seconds = 0.0
     best = (np.inf, 0, None)  # criterion (lower is better), epoch, weights
     seconds_before = 0.0
-    digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
-                                    n_users=n_users, n_movies=n_movies,
-                                    state_layout=STATE_LAYOUT)
-    saved = checkpoint.load(checkpoint_path, digest) if checkpoint_path is not None else None
+    saved = digest = None
+    if checkpoint_path is not None or place.multi_worker:  # hashing the data takes a while
+        digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
+                                        n_users=n_users, n_movies=n_movies,
+                                        state_layout=STATE_LAYOUT)
+    if checkpoint_path is not None:
+        saved = checkpoint.load(checkpoint_path, digest)
     if saved is None and checkpoint_path is not None and checkpoint_path.exists() and verbose:
         print(f"train: ignoring {checkpoint_path} (other params or data, or unreadable)",
               flush=True)

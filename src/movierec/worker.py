@@ -15,6 +15,7 @@ from movierec.config import load_params
 from movierec.errors import ParamsError
 from movierec.io import read_parquet
 from movierec.paths import pipeline_paths
+from movierec.training import train
 
 
 def run_worker(root: str | Path = ".", params_path: str | Path | None = None) -> None:
@@ -30,8 +31,6 @@ def run_worker(root: str | Path = ".", params_path: str | Path | None = None) ->
     n_movies = len(read_parquet(paths["movie_index"], columns=["movie_idx"]))
     place = distribute.start(params, role="worker")
     print(f"worker: {place.description}; training on {len(train_df):,} ratings", flush=True)
-    from movierec.training import train  # after the cluster is up: TensorFlow's runtime
-
     with distribute.cluster_errors(place, "worker"):
         result = train(train_df, test_df, n_users, n_movies, params, place=place)
     print(f"worker: done, {len(result.history)} epochs in {time.perf_counter() - start:.1f} s; "
