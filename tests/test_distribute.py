@@ -108,6 +108,30 @@ def _start(folder: Path, args: list[str], tf_config: str, log: Path) -> subproce
                                 stderr=subprocess.STDOUT, text=True)
 
 
+def _launch(project: Path, worker_dir: Path, tmp_path: Path,
+            name: str = "") -> tuple[subprocess.Popen, subprocess.Popen]:
+    """A worker (in its own folder) and the chief stage, on two free loopback ports; their
+    output goes to chief{name}.log and worker{name}.log."""
+    ports = _free_ports(2)
+    worker = _start(worker_dir, ["-m", "movierec", "worker"], _tf_config(ports, 1),
+                    tmp_path / f"worker{name}.log")
+    chief = _start(project, _train_args(), _tf_config(ports, 0), tmp_path / f"chief{name}.log")
+    return chief, worker
+
+
+def _finish(chief: subprocess.Popen, worker: subprocess.Popen, tmp_path: Path,
+            name: str = "") -> tuple[str, str]:
+    """Waits for both to succeed (bounded); returns the chief's and the worker's logs."""
+    logs = [tmp_path / f"{who}{name}.log" for who in ("chief", "worker")]
+    try:
+        assert chief.wait(timeout=240) == 0, logs[0].read_text()[-3000:]
+        assert worker.wait(timeout=60) == 0, logs[1].read_text()[-3000:]
+    finally:
+        for p in (chief, worker):
+            p.kill()
+    return logs[0].read_text(), logs[1].read_text()
+
+
 def _files(folder: Path) -> dict[str, float]:
     return {str(p.relative_to(folder)): p.stat().st_mtime for p in folder.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts}
@@ -139,18 +163,7 @@ def test_chief_stage_and_worker_on_loopback_match_one_device(project, tmp_path, 
     _clear_outputs(project)
     worker_dir = _worker_copy(project, "worker-a")
     before = _files(worker_dir)
-    ports = _free_ports(2)
-    worker = _start(worker_dir, ["-m", "movierec", "worker"], _tf_config(ports, 1),
-                    tmp_path / "worker.log")
-    chief = _start(project, _train_args(), _tf_config(ports, 0), tmp_path / "chief.log")
-    try:
-        assert chief.wait(timeout=240) == 0, (tmp_path / "chief.log").read_text()[-3000:]
-        assert worker.wait(timeout=60) == 0, (tmp_path / "worker.log").read_text()[-3000:]
-    finally:
-        for p in (chief, worker):
-            p.kill()
-    chief_log = (tmp_path / "chief.log").read_text()
-    worker_log = (tmp_path / "worker.log").read_text()
+    chief_log, worker_log = _finish(*_launch(project, worker_dir, tmp_path), tmp_path)
     assert "train: multi_worker, worker 0 of 2 tasks, 2 replica(s)" in chief_log
     assert "wrote nothing" in worker_log
     assert _files(worker_dir) == before  # the worker wrote nothing, not even a checkpoint
@@ -190,10 +203,7 @@ def test_a_killed_worker_fails_the_chief_and_the_rerun_resumes(project, tmp_path
                objective="rating", val_fraction=0.0)
     _clear_outputs(project)
     worker_dir = _worker_copy(project, "worker-b")
-    ports = _free_ports(2)
-    worker = _start(worker_dir, ["-m", "movierec", "worker"], _tf_config(ports, 1),
-                    tmp_path / "worker.log")
-    chief = _start(project, _train_args(), _tf_config(ports, 0), tmp_path / "chief.log")
+    chief, worker = _launch(project, worker_dir, tmp_path)
     try:
         deadline = time.monotonic() + 180
         while "epoch 2/40" not in (tmp_path / "chief.log").read_text():
@@ -215,18 +225,7 @@ def test_a_killed_worker_fails_the_chief_and_the_rerun_resumes(project, tmp_path
     assert (project / "models/checkpoints/train.npz").exists()  # the completed epochs
 
     # Both tasks again: the chief resumes from its checkpoint, and sends it to the worker.
-    ports = _free_ports(2)
-    worker = _start(worker_dir, ["-m", "movierec", "worker"], _tf_config(ports, 1),
-                    tmp_path / "worker2.log")
-    chief = _start(project, _train_args(), _tf_config(ports, 0), tmp_path / "chief2.log")
-    try:
-        assert chief.wait(timeout=240) == 0, (tmp_path / "chief2.log").read_text()[-3000:]
-        assert worker.wait(timeout=60) == 0
-    finally:
-        for p in (chief, worker):
-            p.kill()
-    chief_log = (tmp_path / "chief2.log").read_text()
-    worker_log = (tmp_path / "worker2.log").read_text()
+    chief_log, worker_log = _finish(*_launch(project, worker_dir, tmp_path, "2"), tmp_path, "2")
     assert "train: resuming after epoch" in chief_log
     assert "resuming after epoch" in worker_log and "the chief's checkpoint" in worker_log
     assert all((project / name).exists() for name in OUTPUTS)

@@ -39,15 +39,9 @@ def fingerprint(params: object, frames: list[pd.DataFrame | None], **extra: obje
     return h.hexdigest()
 
 
-def save(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Writes ``meta`` (JSON-serialisable) and ``arrays`` to ``path`` atomically."""
-    payload = {_META: np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays}
-    with atomic_path(path, suffix=".tmp.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, **payload)
-
-
 def to_bytes(meta: dict, arrays: dict[str, np.ndarray]) -> bytes:
-    """A checkpoint as bytes (what :func:`save` writes), to send to another process."""
+    """A checkpoint as bytes: an .npz of ``arrays`` with ``meta`` as JSON (what :func:`save`
+    writes, and what a chief sends its workers)."""
     buffer = io.BytesIO()
     np.savez(buffer, **{_META: np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays})
     return buffer.getvalue()
@@ -60,14 +54,18 @@ def from_bytes(data: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     return json.loads(arrays.pop(_META).tobytes().decode()), arrays
 
 
+def save(path: Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Writes ``meta`` (JSON-serialisable) and ``arrays`` to ``path`` atomically."""
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
+        Path(tmp).write_bytes(to_bytes(meta, arrays))
+
+
 def load(path: Path, expected_fingerprint: str) -> tuple[dict, dict[str, np.ndarray]] | None:
     """The checkpoint at ``path`` if it exists, is readable and has the expected fingerprint."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        meta = json.loads(arrays.pop(_META).tobytes().decode())
+        meta, arrays = from_bytes(path.read_bytes())
     except (OSError, ValueError, KeyError, EOFError):
         return None  # unreadable: start afresh (atomic writes make this unlikely)
     if meta.get("fingerprint") != expected_fingerprint:

@@ -250,13 +250,15 @@ class TrainLoop:
         distinct = [tf.unique(ids) for ids in batch]  # (rows, position of each id)
         lo, hi = self._share(n)
 
-        def mine(x):  # this replica's rows of a batch-long tensor (bpr: of both halves)
-            if self.replicas == 1:
-                return x
-            return tf.concat([x[lo:hi], x[n + lo:n + hi]], 0) if bpr else x[lo:hi]
-        positions = [mine(distinct[0][1]) if not bpr else distinct[0][1][lo:hi],
-                     mine(distinct[1][1])]
-        ids = [mine(batch[0]) if not bpr else batch[0][lo:hi], mine(batch[1])]
+        def share(x):  # this replica's share of an n-long tensor (users, targets)
+            return x if self.replicas == 1 else x[lo:hi]
+
+        def mine(x):  # ... of a batch's movie rows (bpr: 2n, the share of both halves)
+            if self.replicas == 1 or not bpr:
+                return share(x)
+            return tf.concat([x[lo:hi], x[n + lo:n + hi]], 0)
+        positions = [share(distinct[0][1]), mine(distinct[1][1])]
+        ids = [share(batch[0]), mine(batch[1])]
         if bpr:  # every user row is read twice, for the positive and the negative
             positions[0] = tf.concat([positions[0], positions[0]], 0)
             ids[0] = tf.concat([ids[0], ids[0]], 0)
@@ -278,7 +280,7 @@ class TrainLoop:
         if net.dropout and self.hidden_units:  # the global batch's mask, then this share
             keep = mine(dropout_keep(self.seed, step, 0, [tf.size(batch[1]), self.hidden_units],
                                      net.dropout))
-        targets = y if bpr else mine(y[start:start + b])
+        targets = y if bpr else share(y[start:start + b])
         scale = tf.cast(n, tf.float32)
         terms, row_grads, dense_grads = net.loss_and_grads(self.objective, rows, self.dense,
                                                            targets, scale, keep)
