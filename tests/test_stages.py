@@ -108,3 +108,31 @@ def test_recommend_rejects_bad_params_in_one_line_and_writes_nothing(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == "error: params: recommend.n = 0 (expected an integer >= 1)"
     assert not out.exists()
+
+
+# Library code with a bare ``except:`` (TensorFlow's DType.max, for one) can catch the exception
+# a stop signal raises and turn it into another error, or swallow it and go on.
+SWALLOWED = """
+import os, signal, time
+from movierec.cli import raise_if_stopped, run_stage
+
+def main():
+    try:
+        os.kill(os.getpid(), signal.{sig})
+        time.sleep(5)
+    except:  # noqa: E722
+        {then}
+    raise_if_stopped()
+    print("carried on")
+
+run_stage(main)
+"""
+
+
+@pytest.mark.parametrize(("sig", "code", "line"), [("SIGTERM", 143, "error: terminated"),
+                                                   ("SIGINT", 130, "error: interrupted")])
+@pytest.mark.parametrize("then", ["raise TypeError('Cannot find maximum value')", "pass"])
+def test_a_swallowed_stop_signal_still_stops_the_stage(sig, code, line, then):
+    done = subprocess.run([sys.executable, "-c", SWALLOWED.format(sig=sig, then=then)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr.strip(), done.stdout) == (code, line, "")

@@ -31,8 +31,32 @@ class Terminated(Exception):
     """SIGTERM, raised in the main thread so that temporary files are cleaned up on the way."""
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated
+# The stop signal received, if any. Library code with a bare ``except:`` (TensorFlow's
+# ``DType.max`` is one) can swallow the exception a handler raises, or turn it into another
+# error; the record lets the stage still exit as stopped, and ``raise_if_stopped`` lets long
+# loops notice a stop that was swallowed.
+_stop_signal: int | None = None
+
+
+def _on_stop(signum, frame) -> None:
+    global _stop_signal
+    _stop_signal = signum
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
+def raise_if_stopped() -> None:
+    """Raises again a stop signal that something swallowed; a no-op when none arrived."""
+    if _stop_signal is not None:
+        _on_stop(_stop_signal, None)
+
+
+def _exit_stopped(signum: int) -> None:
+    # Outputs are written atomically, so a stopped stage leaves no partial file.
+    if signum == signal.SIGINT:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    print("error: terminated", file=sys.stderr)
+    sys.exit(143)
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -43,22 +67,23 @@ def run_stage(main: Callable[[], None]) -> None:
     """
     start = time.perf_counter()
     # By default SIGTERM ends the process on the spot; as an exception it unwinds like Ctrl-C.
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _on_stop)
     # A shell starts background jobs with SIGINT ignored, and Python keeps it ignored; a stage
     # asked to stop should stop either way (and clean up, as KeyboardInterrupt does).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _on_stop)
     try:
         main()
-    except MovieRecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
-        # Outputs are written atomically, so an interrupted stage leaves no partial file.
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_stopped(signal.SIGINT)
     except Terminated:
-        print("error: terminated", file=sys.stderr)
-        sys.exit(143)
+        _exit_stopped(signal.SIGTERM)
+    except BaseException as exc:
+        if _stop_signal is not None:  # whatever the signal's exception was turned into
+            _exit_stopped(_stop_signal)
+        if isinstance(exc, MovieRecError):
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        raise
     name = Path(sys.argv[0]).stem
     peak = peak_memory_mib()
     memory = f", peak memory {peak:.0f} MiB" if peak is not None else ""

@@ -21,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from movierec import checkpoint, distribute, objectives, scoring
+from movierec.cli import raise_if_stopped
 from movierec.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
 from movierec.config import TrainParams
 from movierec.distribute import Placement
@@ -327,6 +328,7 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
                 "best_val": float(best[0]), "best_epoch": best[1],
                 "rng": rng.bit_generator.state,
                 "negatives": dataclasses.asdict(sampler.stats) if sampler else None}, arrays)
+        raise_if_stopped()  # a stop signal that library code swallowed during the epoch
     if stopped() and verbose:
         what = f"NDCG@{params.ndcg_k}" if params.ranks else "MSE"
         print(f"early stop: no better validation {what} for {params.patience} epochs; "
