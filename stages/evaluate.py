@@ -4,12 +4,14 @@ the figures."""
 import numpy as np
 import pandas as pd
 
+import movierec.quiet  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
 from movierec import plots
 from movierec.baselines import fit_biases
 from movierec.cli import run_stage, stage_parser
 from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USER_IDX_COL
 from movierec.config import load_params
 from movierec.io import read_parquet, write_csv, write_json
+from movierec.live import read_history
 from movierec.metrics import per_star, rating_metrics
 from movierec.model import load_model, objective_of, train_mean_of
 from movierec.ranking_eval import ranking_section
@@ -24,7 +26,8 @@ def main() -> None:
     parser.add_argument("--top-n", required=True, help="input: the recommend stage's lists")
     parser.add_argument("--user-index", required=True, help="input: user_idx -> userId")
     parser.add_argument("--movie-index", required=True, help="input: movie_idx -> movieId")
-    parser.add_argument("--history", required=True, help="input: per-epoch curves from train")
+    parser.add_argument("--history", required=True, help="input: the train stage's DVCLive "
+                        "folder (per-epoch curves)")
     parser.add_argument("--metrics", required=True, help="output: test metrics (json)")
     parser.add_argument("--per-star", required=True, help="output: error per true rating (csv)")
     parser.add_argument("--loss-png", required=True, help="output: train/test loss per epoch")
@@ -67,7 +70,7 @@ def main() -> None:
         stars = [{k: v for k, v in row.items() if k != "rmse"} for row in stars]
     write_csv(pd.DataFrame(stars), args.per_star)
 
-    history = pd.read_csv(args.history)
+    history = read_history(args.history)
     if objective == "rating":
         plots.curve(history, "loss", args.loss_png, "MSE loss (centred ratings)")
         plots.curve(history, "mse", args.mse_png, "mean squared error")

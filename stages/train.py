@@ -3,12 +3,15 @@ it as .keras."""
 
 import shutil
 
-from movierec import distribute
+import movierec.quiet  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+from movierec import distribute, progress
 from movierec.cli import run_stage, stage_parser
 from movierec.config import TrainParams, load_params
-from movierec.io import read_parquet, write_csv, write_json
+from movierec.io import read_parquet, write_json
+from movierec.live import EpochLog
 from movierec.model import save_model
-from movierec.training import TrainResult, train
+from movierec.quiet import device_line
+from movierec.training import TrainResult, Watch, train
 
 
 def main() -> None:
@@ -18,7 +21,8 @@ def main() -> None:
     parser.add_argument("--user-index", required=True, help="input: user mapping (gives N)")
     parser.add_argument("--movie-index", required=True, help="input: movie mapping (gives M)")
     parser.add_argument("--model", required=True, help="output: .keras model")
-    parser.add_argument("--history", required=True, help="output: per-epoch curves (csv)")
+    parser.add_argument("--live", required=True, help="output: per-epoch metrics and curves, "
+                        "written by DVCLive after every epoch")
     parser.add_argument("--metrics", required=True, help="output: training summary (json)")
     parser.add_argument("--checkpoint-dir", help="scratch: per-epoch checkpoints, so that a "
                         "killed run resumes from its last completed epoch (removed on success)")
@@ -27,16 +31,20 @@ def main() -> None:
     place = distribute.start(params)  # before TensorFlow runs anything: threads, devices
     if place.kind != "default":
         print(f"train: {place.description}", flush=True)
+    elif line := device_line("train", "training"):
+        print(line, flush=True)
 
     n_users = len(read_parquet(args.user_index, columns=["user_idx"]))
     n_movies = len(read_parquet(args.movie_index, columns=["movie_idx"]))
     train_df, test_df = read_parquet(args.train), read_parquet(args.test)
+    log = EpochLog(args.live)
+    watch = Watch(on_epoch=log.update, progress_factory=progress.for_epochs())
     with distribute.cluster_errors(place, "train"):
         result = train(train_df, test_df, n_users, n_movies, params,
-                       checkpoint_dir=args.checkpoint_dir, place=place)
+                       checkpoint_dir=args.checkpoint_dir, place=place, watch=watch)
 
     save_model(result.model, args.model)
-    write_csv(result.history, args.history)
+    log.close()
     write_json(summary(result, params, len(train_df)), args.metrics)
     if args.checkpoint_dir:  # every output is in place: the checkpoints are no longer needed
         shutil.rmtree(args.checkpoint_dir, ignore_errors=True)

@@ -66,7 +66,10 @@ def _tf_config(ports: list[int], index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
-OUTPUTS = ("models/model.keras", "plots/training.csv", "metrics/train.json")
+# The model and metrics appear only when the stage succeeds; the DVCLive folder grows an
+# epoch at a time (a log of the completed epochs, like the checkpoint).
+OUTPUTS = ("models/model.keras", "metrics/train.json")
+LIVE = "dvclive"
 
 
 def _train_args() -> list[str]:
@@ -74,7 +77,7 @@ def _train_args() -> list[str]:
             "--test", "data/prepared/test.parquet",
             "--user-index", "data/prepared/users.parquet",
             "--movie-index", "data/prepared/movies.parquet", "--model", OUTPUTS[0],
-            "--history", OUTPUTS[1], "--metrics", OUTPUTS[2],
+            "--live", LIVE, "--metrics", OUTPUTS[1],
             "--checkpoint-dir", "models/checkpoints"]
 
 
@@ -142,7 +145,7 @@ def _errors(text: str) -> list[str]:
 
 
 def _clear_outputs(folder: Path) -> None:
-    for name in (*OUTPUTS, "models/checkpoints"):
+    for name in (*OUTPUTS, LIVE, "models/checkpoints"):
         shutil.rmtree(folder / name, ignore_errors=True) if (folder / name).is_dir() else \
             (folder / name).unlink(missing_ok=True)
 
@@ -223,14 +226,17 @@ def test_a_killed_worker_fails_the_chief_and_the_rerun_resumes(project, tmp_path
     assert len(_errors(log)) == 1 and "lost the cluster" in _errors(log)[0], log[-3000:]
     assert not any((project / name).exists() for name in OUTPUTS)  # nothing half-written
     assert (project / "models/checkpoints/train.npz").exists()  # the completed epochs
+    logged = (project / LIVE / "plots/metrics/train_loss.tsv").read_text().splitlines()
+    assert 1 + 2 <= len(logged) <= 1 + 40  # header + the epochs done before the kill
 
     # Both tasks again: the chief resumes from its checkpoint, and sends it to the worker.
     chief_log, worker_log = _finish(*_launch(project, worker_dir, tmp_path, "2"), tmp_path, "2")
     assert "train: resuming after epoch" in chief_log
     assert "resuming after epoch" in worker_log and "the chief's checkpoint" in worker_log
     assert all((project / name).exists() for name in OUTPUTS)
-    history = (project / OUTPUTS[1]).read_text().strip().splitlines()
-    assert len(history) == 41  # header + every epoch, the resumed ones included
+    history = (project / LIVE / "plots/metrics/train_loss.tsv").read_text().splitlines()
+    assert history == ["step\ttrain_loss", *[f"{e}\t{history[e].split()[1]}" for e in
+                                              range(1, 41)]]  # every epoch once, in order
 
 
 def test_worker_refuses_other_strategies_and_a_chief_config(project, tmp_path):

@@ -58,6 +58,8 @@ def make_project(repo: Path, n_ratings: int = 20_000, epochs: int = 1) -> Path:
     run(repo, "git", "init", "-q", "-b", "main")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-q", "-m", "project")
+    # What `make install` does after installing: the offline page template (git-ignored).
+    run(repo, sys.executable, "-m", "movierec", "plots-template")
     return repo
 
 
@@ -209,12 +211,17 @@ def test_exp_run_and_the_diff_commands(repo):
                               "ranking.popularity.precision", "ranking.biases.map"}
     assert test_diff["mse"]["old"] != test_diff["mse"]["new"]
     assert "metrics/test.json" in dvc(repo, "metrics", "show")
+    # DVCLive's latest-epoch figures sit beside the stage's own metrics.
+    assert metrics["dvclive/metrics.json"]["step"] == {"old": 1, "new": 2, "diff": 1}
 
     shown = json.loads(dvc(repo, "plots", "show", "--json"))["data"]
     assert {"loss", "mse", "per_star"} <= set(shown)
     assert {"plots/loss.png", "plots/mse.png", "plots/predicted_by_star.png"} <= set(shown)
     html = dvc(repo, "plots", "show", "-o", "plots_html")
-    assert (repo / "plots_html" / "index.html").is_file(), html
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "window.vegaEmbed" in page and "cdn.jsdelivr" not in page, html  # offline page
+    for label in ('"epoch"', "mean squared error", "true rating (stars)"):  # labelled axes
+        assert label in page
 
     table = dvc(repo, "exp", "show", "--csv")
     assert "train.epochs" in table
@@ -275,9 +282,12 @@ def test_ranking_objective_through_the_pipeline(repo, objective):
     train_json = json.loads((repo / "metrics/train.json").read_text())
     assert train_json["objective"] == objective and "train_mse" not in train_json
     assert train_json["negatives"]["drawn"] >= train_json["negatives"]["rejected"] > 0
-    history = pd.read_csv(repo / "plots/training.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "test_loss", "test_ndcg",
-                                     "val_loss", "val_ndcg"]
+    from movierec.live import read_history
+
+    history = read_history(repo / "dvclive")
+    assert sorted(history.columns) == ["epoch", "test_loss", "test_ndcg", "train_loss",
+                                       "val_loss", "val_ndcg"]
+    assert history["epoch"].tolist() == [1, 2]
     report = json.loads((repo / "metrics/test.json").read_text())
     assert report["rating_metrics"].startswith(f"none: trained with train.objective={objective}")
     assert "mse" not in report and report["objective"] == objective

@@ -111,8 +111,8 @@ def _stage(name, params, cwd, *args, wait=True):
 
 
 TRAIN_ARGS = ["--train", "train.parquet", "--test", "test.parquet", "--user-index", "u.parquet",
-              "--movie-index", "v.parquet", "--model", "out/model.keras", "--history",
-              "out/history.csv", "--metrics", "out/train.json", "--checkpoint-dir", "ckpt"]
+              "--movie-index", "v.parquet", "--model", "out/model.keras", "--live",
+              "live", "--metrics", "out/train.json", "--checkpoint-dir", "ckpt"]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,13 @@ def stage_dir(tmp_path_factory):
     reference = _stage("train", params, cwd, *TRAIN_ARGS)
     assert not (cwd / "ckpt").exists()  # removed once the outputs are in place
     outputs = {p.name: p.read_bytes() for p in (cwd / "out").iterdir()}
-    return cwd, params, outputs, reference
+    return cwd, params, {**outputs, **_live_files(cwd)}, reference
+
+
+def _live_files(cwd):
+    """The DVCLive folder's files (per-epoch metrics and curves) by relative path."""
+    return {str(p.relative_to(cwd)): p.read_bytes() for p in sorted((cwd / "live").rglob("*"))
+            if p.is_file()}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -157,8 +163,10 @@ def test_killed_train_stage_leaves_no_output_and_resumes(stage_dir, sig):
     resumed = _stage("train", params, cwd, *TRAIN_ARGS)
     assert "resuming after epoch" in resumed.stdout
     # Determinism across processes: the resumed run's model file, curves and metrics are the
-    # uninterrupted run's, byte for byte (so are its predictions).
-    assert {p.name: p.read_bytes() for p in (cwd / "out").iterdir()} == reference
+    # uninterrupted run's, byte for byte (so are its predictions), and so is the DVCLive log,
+    # which the resumed run replays from the checkpoint before going on.
+    outputs = {p.name: p.read_bytes() for p in (cwd / "out").iterdir()}
+    assert {**outputs, **_live_files(cwd)} == reference
     assert not (cwd / "ckpt").exists()
 
 

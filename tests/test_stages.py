@@ -87,7 +87,7 @@ def test_train_stage_with_refit_records_the_selection_run(tmp_path):
                                        "--user-index", "u.parquet", "--movie-index", "v.parquet"]),
                        ("train", ["--train", "train.parquet", "--test", "test.parquet",
                                   "--user-index", "u.parquet", "--movie-index", "v.parquet",
-                                  "--model", "model.keras", "--history", "history.csv",
+                                  "--model", "model.keras", "--live", "live",
                                   "--metrics", "train.json"])):
         done = run_stage(name, "--params", str(params), *args, cwd=tmp_path)
         assert done.returncode == 0, done.stderr

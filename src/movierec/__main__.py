@@ -3,6 +3,7 @@
     python -m movierec recommend --user 42 -n 10 [--json] [--fallback popular]
     python -m movierec similar --movie 1 -n 10 [--json]
     python -m movierec worker [--params params.yaml]   (a multi_worker training task)
+    python -m movierec plots-template [--root .]   (the offline page for `dvc plots show`)
 
 Both read the pipeline's current outputs (model, id mappings, movies, train split), whose paths
 dvc.yaml declares; run them in the project folder after `dvc repro` (or pass --root).
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "task (TF_CONFIG); writes nothing")
     work.add_argument("--params", help="the params file (default: ROOT/params.yaml)")
     work.add_argument("--root", default=".", help="the project folder (default: .)")
+    page = sub.add_parser("plots-template", help="write the HTML template, Vega inline, that "
+                          "lets `dvc plots show` draw its charts offline (plots.html_template)")
+    page.add_argument("--root", default=".", help="the project folder (default: .)")
     for p in (rec, sim):
         p.add_argument("-n", type=_positive, default=10, help="how many movies (default 10)")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -84,6 +88,12 @@ def _quiet_native_stderr() -> Iterator[None]:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "plots-template":  # before the imports below: it needs none of them
+        from movierec.plots_page import write_template
+
+        path = write_template(args.root)
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return 0
     from movierec.paths import pipeline_paths
     from movierec.query import Recommender, UnknownIdError
 

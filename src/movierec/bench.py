@@ -307,7 +307,7 @@ def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ra
                        "--test", str(prep / "test.parquet"),
                        "--user-index", str(prep / "users.parquet"),
                        "--movie-index", str(prep / "movies.parquet"), "--model", str(model),
-                       "--history", str(out / "training.csv"),
+                       "--live", str(out / "live"),
                        "--metrics", str(out / "train.json"))
     _report("train, 1 epoch", train)
     top_n = out / "top_n.parquet"
@@ -324,7 +324,7 @@ def bench_speed(work: Path, n_ratings: int, steps: int, warmup: int, accuracy_ra
                           "--test", str(prep / "test.parquet"), "--top-n", str(top_n),
                           "--user-index", str(prep / "users.parquet"),
                           "--movie-index", str(prep / "movies.parquet"),
-                          "--history", str(out / "training.csv"),
+                          "--history", str(out / "live"),
                           "--metrics", str(out / "test.json"),
                           "--per-star", str(out / "per_star.csv"),
                           *[a for name in ("loss", "mse", "by-star", "histogram")

@@ -144,7 +144,7 @@ def bench_recommend(work: Path, n_ratings: int, epochs: int, candidates: list[in
             "train", params, "--train", str(paths["train"]), "--test",
             str(prep / "test.parquet"), "--user-index", str(paths["user_index"]),
             "--movie-index", str(paths["movie_index"]), "--model", str(paths["model"]),
-            "--history", str(out / "training.csv"), "--metrics", str(out / "train.json")))
+            "--live", str(out / "live"), "--metrics", str(out / "train.json")))
     else:
         print(f"(reusing the model and split in {work})")
 

@@ -35,6 +35,8 @@ measures the loop against the tutorial's ``model.fit`` and checks its accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -381,20 +383,26 @@ class TrainLoop:
                 for t, f in zip(split.tables, split.feeds, strict=True))
         return total
 
+    def steps_in(self, n_examples: int) -> int:
+        """SGD steps in an epoch of ``n_examples`` (the last batch may be smaller)."""
+        return -(-n_examples // self.batch_size)
+
     def epoch(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor,
-              steps_per_call: int, negatives: tf.Tensor | None = None) -> float:
+              steps_per_call: int, negatives: tf.Tensor | None = None,
+              on_steps: Callable[[int], None] | None = None) -> float:
         """One pass over (already shuffled) examples; returns the mean of their losses (for
         the rating objective, the mean squared error of its batches).
 
         That is Keras' training MSE: the batch errors averaged, weighted by batch size, with
         the weights changing along the way. The last batch may be smaller, as in ``model.fit``.
+        ``on_steps(count)`` is told after every call into TensorFlow (a progress bar).
         Afterwards every table row is up to date and copied into the Keras model, so the model
         can be scored or saved.
         """
         n = int(users.shape[0])
         if negatives is None:
             negatives = tf.zeros([0], tf.int32)
-        n_steps = -(-n // self.batch_size)
+        n_steps = self.steps_in(n)
         self._reserve_powers(self._pending + n_steps + 1)
         total = 0.0
         for first in range(0, n_steps, steps_per_call):
@@ -402,6 +410,8 @@ class TrainLoop:
             total += float(self.run_steps(users, movies, y, negatives,
                                           tf.constant(first, tf.int32),
                                           tf.constant(count, tf.int32)))
+            if on_steps is not None:
+                on_steps(count)
         if self.lazy:
             self.catch_up()
         self.push()

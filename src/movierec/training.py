@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +145,39 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
                               place.strategy, seed=params.seed)
 
 
+class _NoProgress:
+    def update(self, steps: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How a stage follows a run; by default (tests, benchmarks) it does not.
+
+    ``on_epoch(history, run)`` gets the run's whole history after every epoch (``run`` is
+    ``selection`` for the early-stopped run before a refit, else None); ``progress(label,
+    steps)`` returns an object with ``update(steps)`` and ``close()`` for one epoch.
+    """
+
+    on_epoch: Callable[[pd.DataFrame, str | None], None] | None = None
+    progress_factory: Callable[[str, int], object] | None = None
+
+    def epoch(self, history: pd.DataFrame, run: str | None) -> None:
+        if self.on_epoch is not None and len(history):
+            self.on_epoch(history, run)
+
+    def progress(self, label: str, steps: int):
+        return (self.progress_factory(label, steps) if self.progress_factory is not None
+                else _NoProgress())
+
+
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
           params: TrainParams, verbose: int = 2,
           checkpoint_dir: str | Path | None = None,
-          place: Placement | None = None) -> TrainResult:
+          place: Placement | None = None, watch: Watch | None = None) -> TrainResult:
     """Fits the tutorial's model with ``params.objective``.
 
     The test split is only scored for the report (its per-epoch curve) and never decides
@@ -165,20 +195,24 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
     ``place``: where to train (default: :func:`distribute.start` for ``params``). Under
     ``multi_worker`` every task calls this with the same params and data; only the chief
     should pass a ``checkpoint_dir``, and it sends its checkpoint to the others.
+
+    ``watch``: the stage's live view of the run (per-epoch history, progress within epochs).
     """
     place = place or distribute.start(params)
+    watch = watch or Watch()
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fit_df, val_df = split_validation(train_df, params.val_fraction, params.seed)
     result = _fit(fit_df, val_df, test_df, n_users, n_movies, params, params.epochs, verbose,
                   place, folder / "select.npz" if folder and params.refit else
-                  folder / "train.npz" if folder else None)
+                  folder / "train.npz" if folder else None,
+                  watch, "selection" if params.refit else None)
     if not params.refit:
         return result
     if verbose:
         print(f"refit: early stopping chose {result.best_epoch} epochs; training again on all "
               f"{len(train_df):,} ratings of the train split", flush=True)
     final = _fit(train_df, None, test_df, n_users, n_movies, params, result.best_epoch, verbose,
-                 place, folder / "refit.npz" if folder else None)
+                 place, folder / "refit.npz" if folder else None, watch)
     samples = (result.samples_per_second * result.fit_seconds
                + final.examples_per_epoch * final.best_epoch)
     fit_seconds = result.fit_seconds + final.fit_seconds
@@ -245,9 +279,12 @@ class _Scores:
 
 def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFrame,
          n_users: int, n_movies: int, params: TrainParams, epochs: int, verbose: int,
-         place: Placement, checkpoint_path: Path | None = None) -> TrainResult:
+         place: Placement, checkpoint_path: Path | None = None, watch: Watch | None = None,
+         run: str | None = None) -> TrainResult:
     """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``,
-    checkpointed after every epoch to ``checkpoint_path`` and resumed from it."""
+    checkpointed after every epoch to ``checkpoint_path`` and resumed from it; ``watch``
+    sees the history after every epoch (and the restored one after a resume) as ``run``."""
+    watch = watch or Watch()
     # The rating objective learns ratings centred on their mean; the others learn labels.
     mu = 0.0 if params.ranks else float(fit_df[RATING_COL].to_numpy(np.float64).mean())
     centred, loop = setup(params, n_users, n_movies, place)
@@ -293,6 +330,7 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
         if verbose:
             source = checkpoint_path or "the chief's checkpoint"
             print(f"train: resuming after epoch {len(rows)} from {source}", flush=True)
+        watch.epoch(pd.DataFrame(rows, columns=scores.columns), run)
 
     def stopped() -> bool:
         return scores.val is not None and bool(rows) and len(rows) - best[1] >= params.patience
@@ -305,9 +343,13 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
         data = epoch_data(params.objective, fit_users, fit_movies, targets, rng, sampler,
                           params.negatives)
         n_examples = len(data)
-        train_loss = loop.epoch(tf.constant(data.users), tf.constant(data.movies),
-                                tf.constant(data.targets), params.steps_per_execution,
-                                tf.constant(data.negatives))
+        bar = watch.progress(f"epoch {epoch}/{epochs}", loop.steps_in(n_examples))
+        try:
+            train_loss = loop.epoch(tf.constant(data.users), tf.constant(data.movies),
+                                    tf.constant(data.targets), params.steps_per_execution,
+                                    tf.constant(data.negatives), on_steps=bar.update)
+        finally:
+            bar.close()
         fit_seconds += time.perf_counter() - tick
         # Loss = the objective + the L2 terms (at the epoch's final weights), as Keras reports.
         values, criterion, note = scores.after_epoch(train_loss,
@@ -315,6 +357,7 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
         if criterion is not None and criterion < best[0]:
             best = (criterion, epoch, [w.numpy() for w in centred.weights])
         rows.append([epoch, *values])
+        watch.epoch(pd.DataFrame(rows, columns=scores.columns), run)
         if verbose:
             print(f"epoch {epoch}/{epochs}: {note} ({time.perf_counter() - tick:.1f} s)",
                   flush=True)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from movierec import distribute
+from movierec import distribute, progress
 from movierec.config import load_params
 from movierec.errors import ParamsError
 from movierec.io import read_parquet
 from movierec.paths import pipeline_paths
-from movierec.training import train
+from movierec.training import Watch, train
 
 
 def run_worker(root: str | Path = ".", params_path: str | Path | None = None) -> None:
@@ -32,6 +32,7 @@ def run_worker(root: str | Path = ".", params_path: str | Path | None = None) ->
     place = distribute.start(params, role="worker")
     print(f"worker: {place.description}; training on {len(train_df):,} ratings", flush=True)
     with distribute.cluster_errors(place, "worker"):
-        result = train(train_df, test_df, n_users, n_movies, params, place=place)
+        result = train(train_df, test_df, n_users, n_movies, params, place=place,
+                       watch=Watch(progress_factory=progress.for_epochs()))
     print(f"worker: done, {len(result.history)} epochs in {time.perf_counter() - start:.1f} s; "
           "wrote nothing (the chief writes the outputs)", flush=True)
