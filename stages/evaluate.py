@@ -4,7 +4,7 @@ the figures."""
 import numpy as np
 import pandas as pd
 
-import movierec.quiet  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+import movierec.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
 from movierec import plots
 from movierec.baselines import fit_biases
 from movierec.cli import run_stage, stage_parser

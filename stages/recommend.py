@@ -2,7 +2,7 @@
 
 import time
 
-import movierec.quiet  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+import movierec.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
 from movierec import scoring
 from movierec.cli import run_stage, stage_parser
 from movierec.columns import MOVIE_COL, USER_COL

@@ -3,7 +3,7 @@ it as .keras."""
 
 import shutil
 
-import movierec.quiet  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+import movierec.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
 from movierec import distribute, progress
 from movierec.cli import run_stage, stage_parser
 from movierec.config import TrainParams, load_params

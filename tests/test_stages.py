@@ -91,6 +91,13 @@ def test_train_stage_with_refit_records_the_selection_run(tmp_path):
                                   "--metrics", "train.json"])):
         done = run_stage(name, "--params", str(params), *args, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
+        # A clean log: no TensorFlow start-up chatter, nothing at all on stderr.
+        assert done.stderr == "", done.stderr
+    # Without a GPU, one line in the project's words says so (a GPU machine prints none).
+    import tensorflow as tf
+
+    no_gpu = not tf.config.list_physical_devices("GPU")
+    assert done.stdout.startswith("train: no GPU found, training on the CPU\n") == no_gpu
     summary = yaml.safe_load((tmp_path / "train.json").read_text())
     selection = summary["selection"]
     assert summary["n_fit"] == summary["n_train"] == 2400  # the refit used every train rating

@@ -98,6 +98,7 @@ def run(argv: list[str] | None = None) -> int:
     from movierec.query import Recommender, UnknownIdError
 
     if args.command == "worker":
+        import movierec.quiet_start  # noqa: F401  (before TensorFlow loads: no start-up chatter)
         from movierec.worker import run_worker
 
         run_worker(args.root, args.params)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from movierec import quiet
 from movierec.config import TrainParams
 from movierec.errors import MovieRecError, ParamsError
 
@@ -143,7 +144,10 @@ def _watchdog(seconds: float, what: str) -> Iterator[None]:
     """
     message = f"error: {what.format(seconds=f'{seconds:g}')}"
     guard = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds),
-                              message], stdin=subprocess.PIPE)
+                              message], stdin=subprocess.PIPE,
+                             # Straight to the real stderr: this process may be gone (killed)
+                             # before its stderr filter could forward the line.
+                             stderr=quiet.original_stderr())
     try:
         yield
     finally:

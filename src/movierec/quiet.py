@@ -7,8 +7,9 @@ configure anything, so they are filtered where they land: stderr is replaced by 
 thread forwards every line except those. ``TF_CPP_MIN_LOG_LEVEL`` is not used because hiding
 the cuInit line with it would hide every other C++ error too.
 
-Import this module first in an entry point (before anything imports TensorFlow); the import
-installs the filter. The stage's own no-GPU line replaces the chatter (``device_line``).
+An entry point installs it by importing ``movierec.quiet_start`` before anything imports
+TensorFlow (importing this module has no effect of its own, so tests and library users keep
+their stderr). The stage's own no-GPU line replaces the chatter (``device_line``).
 """
 
 from __future__ import annotations
@@ -134,5 +135,3 @@ def device_line(stage: str, work: str) -> str | None:
         return None
     return f"{stage}: no GPU found, {work} on the CPU"
 
-
-install()
