@@ -70,19 +70,25 @@ def _exp_show(repo: Path) -> list[dict] | None:
     return json.loads(done.stdout)
 
 
-def _experiment(shown: list[dict], name: str) -> tuple[str | None, int | None]:
-    """(executor state, DVCLive step) of experiment ``name`` in `dvc exp show --json`'s
-    output: state running, success, failed or queued (None: not listed); step None while
-    dvclive/metrics.json does not exist yet."""
+def _experiment(shown: list[dict], name: str) -> tuple[str | None, int | None, str | None]:
+    """(executor state, DVCLive step, why no step) of experiment ``name`` in `dvc exp show
+    --json`'s output. State: running, success, failed or queued (None: not listed). No step
+    while dvclive/metrics.json is missing (DVC removes a stage's outputs before running it;
+    the first epoch writes it) or caught mid-rewrite (DVCLive rewrites it in place, so a read
+    can find it empty): exp show then gives the file an error instead of data."""
     for baseline in shown:
         for exp in baseline.get("experiments") or []:
             if exp.get("name") != name:
                 continue
             state = (exp.get("executor") or {}).get("state")
-            data = exp["revs"][0].get("data") or {}
-            live = (data.get("metrics") or {}).get(LIVE) or {}
-            return state, (live.get("data") or {}).get("step")
-    return None, None
+            rev = exp["revs"][0]
+            if rev.get("error"):
+                return state, None, rev["error"].get("type")
+            live = ((rev.get("data") or {}).get("metrics") or {}).get(LIVE) or {}
+            if "data" not in live:
+                return state, None, (live.get("error") or {}).get("type", "not listed")
+            return state, live["data"].get("step"), None
+    return None, None, None
 
 
 def test_exp_show_follows_a_running_queued_experiment(repo):
@@ -92,7 +98,7 @@ def test_exp_show_follows_a_running_queued_experiment(repo):
     assert len(names) == 1, queued
     name = names[0]
 
-    seen: list[tuple[float, str | None, int | None]] = []  # (s since start, state, step)
+    seen: list[tuple[float, str | None, int | None, str | None]] = []  # (s, state, step, why)
     log = repo.parent / "queue-start.log"
     start = time.monotonic()
     try:
@@ -107,17 +113,18 @@ def test_exp_show_follows_a_running_queued_experiment(repo):
         while time.monotonic() - start < RUN_TIMEOUT_S:
             shown = _exp_show(repo)
             if shown is not None:
-                state, step = _experiment(shown, name)
-                seen.append((round(time.monotonic() - start, 1), state, step))
+                state, step, why = _experiment(shown, name)
+                seen.append((round(time.monotonic() - start, 1), state, step, why))
                 if state in ("success", "failed"):
                     break
             time.sleep(POLL_S)
-        timeline = "\n".join(f"{t:6.1f} s  {s}  step {n}" for t, s, n in seen)
+        timeline = "\n".join(f"{t:6.1f} s  {s}  step {n}" + (f" ({why})" if why else "")
+                             for t, s, n, why in seen)
         print(f"dvc exp show during the run:\n{timeline}")  # shown with pytest -s
         logs = dvc(repo, "queue", "logs", name)
         assert state == "success", f"after {time.monotonic() - start:.0f} s:\n{timeline}\n{logs}"
 
-        running = [step for _, s, step in seen if s == "running" and step is not None]
+        running = [step for _, s, step, _ in seen if s == "running" and step is not None]
         # Seen while it trains: an epoch before the last (dvclive/metrics.json is rewritten after
         # every epoch), and never going backwards.
         assert any(1 <= step < EPOCHS for step in running), timeline
@@ -127,8 +134,11 @@ def test_exp_show_follows_a_running_queued_experiment(repo):
 
         final = _exp_show(repo)
         assert final is not None
-        assert _experiment(final, name) == ("success", EPOCHS)
+        assert _experiment(final, name) == ("success", EPOCHS, None)
     finally:
-        dvc(repo, "queue", "stop", "--kill")
+        # Not dvc(): a failure here must not hide the test's own; the fixture kills whatever
+        # is left.
+        subprocess.run([sys.executable, "-m", "dvc", "queue", "stop", "--kill"], cwd=repo,
+                       env=_env(repo), capture_output=True, timeout=60, check=False)
     assert not _wait_until_gone(repo, 60), "queue workers still running after dvc queue stop"
     assert "Worker status: 0 active, 0 idle" in dvc(repo, "queue", "status")
