@@ -92,12 +92,9 @@ def _wait_until_gone(folder: Path, timeout_s: float) -> list[int]:
     return pids
 
 
-@pytest.fixture
-def queue_repo(tmp_path):
-    repo = make_project(tmp_path / "project")
-    yield repo
-    # Whatever the outcome: no worker, exec-run or stage outlives the test. Only processes whose
-    # working directory is inside this test's copy are touched.
+def kill_leftovers(repo: Path) -> None:
+    """Ends every process whose working directory is inside ``repo`` (a queue's workers,
+    exec-runs and stages), politely first."""
     leftovers = _processes_in(repo)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in leftovers:
@@ -105,6 +102,15 @@ def queue_repo(tmp_path):
                 os.kill(pid, sig)
         if not (leftovers := _wait_until_gone(repo, 10)):
             break
+
+
+@pytest.fixture
+def queue_repo(tmp_path):
+    repo = make_project(tmp_path / "project")
+    yield repo
+    # Whatever the outcome: no worker, exec-run or stage outlives the test. Only processes whose
+    # working directory is inside this test's copy are touched.
+    kill_leftovers(repo)
 
 
 def _queue_status(repo: Path) -> dict[str, str]:

@@ -6,18 +6,15 @@ about once a second. It must report the experiment as running with an epoch (`st
 neither the first nor yet the last, then the last epoch once the experiment has finished.
 """
 
-import contextlib
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_dvc_sharing import _processes_in, _wait_until_gone
+from test_dvc_sharing import _wait_until_gone, kill_leftovers
 from test_pipeline_e2e import _env, dvc, run
 from test_pipeline_e2e import make_project as e2e_project
 
@@ -50,13 +47,7 @@ def repo(tmp_path):
     yield repo
     # Whatever the outcome: no worker, exec-run or stage outlives the test (only processes
     # whose working directory is inside this copy are touched).
-    leftovers = _processes_in(repo)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        if not (leftovers := _wait_until_gone(repo, 10)):
-            break
+    kill_leftovers(repo)
 
 
 def _exp_show(repo: Path) -> list[dict] | None:
