@@ -160,7 +160,13 @@ def test_queued_grid_runs_in_workers_and_shows_both_experiments(queue_repo):
     print(f"two queued experiments with -j 2: {elapsed:.0f} s")  # shown with pytest -s
     for log in logs.values():
         for stage in STAGES:
-            assert f"Running stage '{stage}'" in log
+            # Both workers start from the same commit, so a stage that does not depend on
+            # latent_dim (download, ingest, preprocess) may come from DVC's run-cache when the
+            # other worker has just run it (seen in CI): that is DVC working as designed.
+            assert f"Running stage '{stage}'" in log or (
+                stage not in ("train", "recommend", "evaluate")
+                and f"Stage '{stage}' is cached - skipping run, checking out outputs" in log
+            ), log
     # The runs happened in temporary copies: the workspace has no outputs of its own.
     assert not (repo / "models/model.keras").exists() and not (repo / "dvc.lock").exists()
 
