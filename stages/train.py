@@ -10,8 +10,9 @@ from movierec.config import TrainParams, load_params
 from movierec.io import read_parquet, write_json
 from movierec.live import EpochLog
 from movierec.model import save_model
+from movierec.progress import Watch
 from movierec.quiet import device_line
-from movierec.training import TrainResult, Watch, train
+from movierec.training import TrainResult, train
 
 
 def main() -> None:

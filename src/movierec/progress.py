@@ -1,4 +1,5 @@
-"""Progress inside an epoch: a tqdm bar on a terminal, an occasional line anywhere else.
+"""Following a training run: the per-epoch callback and progress inside an epoch (a tqdm bar
+on a terminal, an occasional line anywhere else).
 
 An epoch at MovieLens-20M scale takes about a minute; without this the log is silent until it
 ends. On a terminal the bar redraws in place and disappears when the epoch's own line is
@@ -13,9 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
 
 from movierec import quiet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LINE_SECONDS = 10.0
 
@@ -74,3 +79,32 @@ def for_epochs(stream: TextIO | None = None, terminal: bool | None = None):
         return (_Bar if terminal else _Lines)(label, total, stream)
 
     return make
+
+
+class _NoProgress:
+    def update(self, steps: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How a stage follows a run; by default (tests, benchmarks) it does not.
+
+    ``on_epoch(history, run)`` gets the run's whole history after every epoch (``run`` is
+    ``selection`` for the early-stopped run before a refit, else None); ``progress(label,
+    steps)`` returns an object with ``update(steps)`` and ``close()`` for one epoch.
+    """
+
+    on_epoch: Callable[[pd.DataFrame, str | None], None] | None = None
+    progress_factory: Callable[[str, int], object] | None = None
+
+    def epoch(self, history: pd.DataFrame, run: str | None) -> None:
+        if self.on_epoch is not None and len(history):
+            self.on_epoch(history, run)
+
+    def progress(self, label: str, steps: int):
+        return (self.progress_factory(label, steps) if self.progress_factory is not None
+                else _NoProgress())

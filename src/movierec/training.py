@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from movierec.errors import DataError
 from movierec.model import as_scorer, build_model, with_offset
 from movierec.negatives import NegativeSampler
 from movierec.objectives import epoch_data
+from movierec.progress import Watch
 from movierec.ranking_probe import RankingProbe
 from movierec.steps import PREDICT_BATCH_SIZE, RowSplitModel, TrainLoop, UpdateRule
 
@@ -143,35 +143,6 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
     return centred, TrainLoop(RowSplitModel(centred), params.batch_size,
                               UpdateRule.from_params(params), params.objective,
                               place.strategy, seed=params.seed)
-
-
-class _NoProgress:
-    def update(self, steps: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class Watch:
-    """How a stage follows a run; by default (tests, benchmarks) it does not.
-
-    ``on_epoch(history, run)`` gets the run's whole history after every epoch (``run`` is
-    ``selection`` for the early-stopped run before a refit, else None); ``progress(label,
-    steps)`` returns an object with ``update(steps)`` and ``close()`` for one epoch.
-    """
-
-    on_epoch: Callable[[pd.DataFrame, str | None], None] | None = None
-    progress_factory: Callable[[str, int], object] | None = None
-
-    def epoch(self, history: pd.DataFrame, run: str | None) -> None:
-        if self.on_epoch is not None and len(history):
-            self.on_epoch(history, run)
-
-    def progress(self, label: str, steps: int):
-        return (self.progress_factory(label, steps) if self.progress_factory is not None
-                else _NoProgress())
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,

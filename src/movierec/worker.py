@@ -15,7 +15,8 @@ from movierec.config import load_params
 from movierec.errors import ParamsError
 from movierec.io import read_parquet
 from movierec.paths import pipeline_paths
-from movierec.training import Watch, train
+from movierec.progress import Watch
+from movierec.training import train
 
 
 def run_worker(root: str | Path = ".", params_path: str | Path | None = None) -> None:
