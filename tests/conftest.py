@@ -1,6 +1,13 @@
 """Shared fixtures: small synthetic twins, generated once per test session."""
 
+import os
+
 import pytest
+
+# Every process a test starts inherits these: DVC sends no usage analytics, and neither DVC nor
+# DVCLive talks to DVC Studio, even on a machine whose DVC config holds a Studio token.
+os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ["DVC_STUDIO_OFFLINE"] = "1"
 
 from movierec import synthetic
 

@@ -250,12 +250,11 @@ class _Scores:
 
 def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFrame,
          n_users: int, n_movies: int, params: TrainParams, epochs: int, verbose: int,
-         place: Placement, checkpoint_path: Path | None = None, watch: Watch | None = None,
+         place: Placement, checkpoint_path: Path | None, watch: Watch,
          run: str | None = None) -> TrainResult:
     """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``,
     checkpointed after every epoch to ``checkpoint_path`` and resumed from it; ``watch``
     sees the history after every epoch (and the restored one after a resume) as ``run``."""
-    watch = watch or Watch()
     # The rating objective learns ratings centred on their mean; the others learn labels.
     mu = 0.0 if params.ranks else float(fit_df[RATING_COL].to_numpy(np.float64).mean())
     centred, loop = setup(params, n_users, n_movies, place)
