@@ -12,11 +12,8 @@ dvc.yaml declares; run them in the project folder after `dvc repro` (or pass --r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Iterator
 
 from movierec.errors import MovieRecError
 
@@ -69,23 +66,6 @@ def _table(items, value_header: str, value_format: str) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silences file descriptor 2 while TensorFlow starts: its C++ start-up lines (oneDNN, CUDA,
-    absl) are written there before any Python setting can stop them, and a command's answer, or
-    its one-line error, should be all the user sees."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "plots-template":  # before the imports below: it needs none of them
@@ -94,18 +74,19 @@ def run(argv: list[str] | None = None) -> int:
         path = write_template(args.root)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
         return 0
+    # Every other command loads TensorFlow: its start-up chatter is filtered out of stderr
+    # (real errors still show), so the answer or a one-line error is all the user sees.
+    import movierec.quiet_start  # noqa: F401
     from movierec.paths import pipeline_paths
     from movierec.query import Recommender, UnknownIdError
 
     if args.command == "worker":
-        import movierec.quiet_start  # noqa: F401  (before TensorFlow loads: no start-up chatter)
         from movierec.worker import run_worker
 
         run_worker(args.root, args.params)
         return 0
     paths = pipeline_paths(args.root)
-    with _quiet_native_stderr():
-        recommender = Recommender.load(paths)
+    recommender = Recommender.load(paths)
     if args.command == "similar":
         items = recommender.similar(args.movie, args.n)
         header = f"{len(items)} movies nearest to movie {args.movie} " \

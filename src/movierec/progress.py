@@ -25,20 +25,6 @@ if TYPE_CHECKING:
 LINE_SECONDS = 10.0
 
 
-class _Bar:
-    def __init__(self, label: str, total: int, stream: TextIO) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=label, unit="step", leave=False, file=stream,
-                        mininterval=0.5, dynamic_ncols=True)
-
-    def update(self, steps: int) -> None:
-        self.bar.update(steps)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 class _Lines:
     def __init__(self, label: str, total: int, stream: TextIO,
                  clock: Callable[[], float] = time.monotonic,
@@ -76,7 +62,12 @@ def for_epochs(stream: TextIO | None = None, terminal: bool | None = None):
                   if terminal else sys.stdout)
 
     def make(label: str, total: int):
-        return (_Bar if terminal else _Lines)(label, total, stream)
+        if not terminal:
+            return _Lines(label, total, stream)
+        from tqdm import tqdm  # has update(steps) and close(), as the loop expects
+
+        return tqdm(total=total, desc=label, unit="step", leave=False, file=stream,
+                    mininterval=0.5, dynamic_ncols=True)
 
     return make
 
