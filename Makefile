@@ -34,10 +34,10 @@ test: install
 	python -m pytest
 
 bench: install
-	python -m movierec.bench speed
+	python -m benchmarks.speed speed
 
 bench-recommend: install
-	python -m movierec.bench recommend
+	python -m benchmarks.speed recommend
 
 bench-ranking: install
-	python -m movierec.bench ranking
+	python -m benchmarks.speed ranking

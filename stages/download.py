@@ -7,11 +7,11 @@ nothing to fetch and the folder holds only release.json.
 
 from pathlib import Path
 
-from movierec.cli import run_stage, stage_parser
-from movierec.config import load_params
-from movierec.download import download
-from movierec.io import write_json
-from movierec.movielens import release
+from movierec.core.config import load_params
+from movierec.core.files import write_json
+from movierec.core.releases import release
+from movierec.core.stage import run_stage, stage_parser
+from movierec.data.download import download
 
 
 def main() -> None:

@@ -4,18 +4,17 @@ the figures."""
 import numpy as np
 import pandas as pd
 
-import movierec.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
-from movierec import plots
-from movierec.baselines import fit_biases
-from movierec.cli import run_stage, stage_parser
-from movierec.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USER_IDX_COL
-from movierec.config import load_params
-from movierec.io import read_parquet, write_csv, write_json
-from movierec.live import read_history
-from movierec.metrics import per_star, rating_metrics
-from movierec.model import load_model, objective_of, train_mean_of
-from movierec.ranking_eval import ranking_section
-from movierec.training import predict
+import movierec.core.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+from movierec.core.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USER_IDX_COL
+from movierec.core.config import load_params
+from movierec.core.files import read_parquet, write_csv, write_json
+from movierec.core.stage import run_stage, stage_parser
+from movierec.evaluate import plots
+from movierec.evaluate.baselines import fit_biases
+from movierec.evaluate.metrics import per_star, rating_metrics
+from movierec.evaluate.ranking_report import ranking_section
+from movierec.nets.keras_model import load_model, objective_of, predict, train_mean_of
+from movierec.train.live import read_history
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
 """DVC stage `ingest`: the canonical ratings and movies tables (parquet)."""
 
-from movierec.cli import run_stage, stage_parser
-from movierec.columns import MOVIE_COL, USER_COL
-from movierec.config import load_params
-from movierec.ingest import load_dataset
-from movierec.io import write_parquet
+from movierec.core.columns import MOVIE_COL, USER_COL
+from movierec.core.config import load_params
+from movierec.core.files import write_parquet
+from movierec.core.stage import run_stage, stage_parser
+from movierec.data.ingest import load_dataset
 
 
 def main() -> None:

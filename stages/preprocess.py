@@ -1,9 +1,10 @@
 """DVC stage `preprocess`: contiguous user/movie indices, seeded train/test split."""
 
-from movierec.cli import run_stage, stage_parser
-from movierec.config import load_params
-from movierec.io import read_parquet, validate_ratings, write_parquet
-from movierec.preprocess import prepare
+from movierec.core.config import load_params
+from movierec.core.files import read_parquet, write_parquet
+from movierec.core.stage import run_stage, stage_parser
+from movierec.data.preprocess import prepare
+from movierec.data.tables import validate_ratings
 
 
 def main() -> None:

@@ -2,14 +2,15 @@
 
 import time
 
-import movierec.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
-from movierec import scoring
-from movierec.cli import run_stage, stage_parser
-from movierec.columns import MOVIE_COL, USER_COL
-from movierec.config import load_params
-from movierec.errors import ParamsError
-from movierec.io import read_parquet, write_parquet
-from movierec.recommend import Seen, recommend_all, top_n_table
+import movierec.core.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+from movierec.core.columns import MOVIE_COL, USER_COL
+from movierec.core.config import load_params
+from movierec.core.errors import ParamsError
+from movierec.core.files import read_parquet, write_parquet
+from movierec.core.stage import run_stage, stage_parser
+from movierec.data.sparse import Seen
+from movierec.nets import scoring
+from movierec.ranking.topn import recommend_all, top_n_table
 
 
 def main() -> None:
@@ -21,7 +22,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output: userId, rank, movieId, score")
     args = parser.parse_args()
     params = load_params(args.params).recommend
-    from movierec.model import load_model  # imports TensorFlow: after the params are checked
+    from movierec.nets.keras_model import (
+        load_model,  # imports TensorFlow: after the params are checked
+    )
 
     start = time.perf_counter()
     weights = scoring.from_model(load_model(args.model))

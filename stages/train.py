@@ -3,16 +3,16 @@ it as .keras."""
 
 import shutil
 
-import movierec.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
-from movierec import distribute, progress
-from movierec.cli import run_stage, stage_parser
-from movierec.config import TrainParams, load_params
-from movierec.io import read_parquet, write_json
-from movierec.live import EpochLog
-from movierec.model import save_model
-from movierec.progress import Watch
-from movierec.quiet import device_line
-from movierec.training import TrainResult, train
+import movierec.core.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+from movierec.core.config import TrainParams, load_params
+from movierec.core.files import read_parquet, write_json
+from movierec.core.quiet import device_line
+from movierec.core.stage import run_stage, stage_parser
+from movierec.nets.keras_model import save_model
+from movierec.train import distribute, progress
+from movierec.train.live import EpochLog
+from movierec.train.progress import Watch
+from movierec.train.training import TrainResult, train
 
 
 def main() -> None:

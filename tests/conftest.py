@@ -9,7 +9,7 @@ import pytest
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ["DVC_STUDIO_OFFLINE"] = "1"
 
-from movierec import synthetic
+from movierec.data import synthetic
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from movierec.errors import MovieRecError
+from movierec.core.errors import MovieRecError
 
 
 def _positive(text: str) -> int:
@@ -69,19 +69,19 @@ def _table(items, value_header: str, value_format: str) -> str:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "plots-template":  # before the imports below: it needs none of them
-        from movierec.plots_page import write_template
+        from movierec.evaluate.plots_page import write_template
 
         path = write_template(args.root)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
         return 0
     # Every other command loads TensorFlow: its start-up chatter is filtered out of stderr
     # (real errors still show), so the answer or a one-line error is all the user sees.
-    import movierec.quiet_start  # noqa: F401
-    from movierec.paths import pipeline_paths
-    from movierec.query import Recommender, UnknownIdError
+    import movierec.core.quiet_start  # noqa: F401
+    from movierec.core.paths import pipeline_paths
+    from movierec.serve.query import Recommender, UnknownIdError
 
     if args.command == "worker":
-        from movierec.worker import run_worker
+        from movierec.train.worker import run_worker
 
         run_worker(args.root, args.params)
         return 0

@@ -1,6 +1,0 @@
-"""Imported first by every entry point that loads TensorFlow: filters its start-up chatter
-from stderr for the rest of the process (see ``movierec.quiet``)."""
-
-from movierec.quiet import install
-
-install()

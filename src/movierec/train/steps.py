@@ -1,0 +1,413 @@
+"""The training step: one batch's loss, gradients and weight updates, many steps per call, on
+one device or on every replica of a ``tf.distribute`` strategy.
+
+The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs 2.8-3.35 ms
+per batch of 128 on this project's 2-core CI machine (shared/docs/anchors.md says 13.7 ms), and
+the time goes to two places:
+
+* Keras' SGD updates the *whole* embedding tables on every step, because momentum keeps every
+  row moving (138,493 x 10 user weights for 128 ratings), and Keras reads each table whole
+  into the graph before gathering rows from it;
+* per-step overhead: one call from Python into TensorFlow per batch, a thread-pool hand-off
+  for every tiny op, and the dozens of small ops of Keras' layers and their recorded gradients.
+
+This loop keeps the model and the loss and removes those costs: rows are gathered straight
+from the tables, the network's forward and backward pass is written by hand in a few fused ops
+(``movierec.nets.fused``, tested against a GradientTape through the Keras layers), the rows are
+updated by the rules of ``movierec.train.rules`` (``lazy`` computes the tutorial's momentum rule for
+the touched rows only), and many steps run inside one compiled ``tf.function`` call.
+
+**Distribution.** The loop holds its own copy of every weight, created with the optimiser
+state in the strategy's scope; the Keras model stays the holder of the weights that are
+scored, checkpointed and saved (``pull`` and ``push`` copy between them, once per epoch). Every
+replica holds the whole epoch's examples, so it knows the global batch's distinct rows without
+an exchange; it catches those rows up, runs the forward and backward pass on its own disjoint
+share of the batch, and sums its gradients into the batch's distinct rows. One all-reduce per
+step sums those row gradients, the dense gradients and the loss over the replicas, and every
+replica applies the same update to its own copy (variables with aggregation NONE), so the
+copies stay identical without broadcasting weights. The loss is divided by the global batch,
+so the summed gradient is the single-device gradient up to floating-point order.
+
+Duplicate ids in a batch are summed first, so each row is updated once per step and every
+scatter has distinct indices (deterministic on any device). ``python -m benchmarks.speed speed``
+measures the loop against the tutorial's ``model.fit`` and checks its accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from movierec.core.config import OBJECTIVES, OPTIMIZERS, TABLE_UPDATES
+from movierec.nets.fused import FusedNet, dropout_keep
+from movierec.nets.keras_model import PREDICT_BATCH_SIZE
+from movierec.train.rules import UpdateRule
+
+NONE = tf.VariableAggregation.NONE  # each replica updates its own copy
+
+
+def _tf_variable(variable: keras.Variable) -> tf.Variable:
+    value = variable.value  # the TensorFlow variable behind a float32 Keras variable
+    if not isinstance(value, tf.Variable):
+        raise TypeError(f"expected a TensorFlow-backed Keras variable, received {type(value)}")
+    return value
+
+
+class RowSplitModel:
+    """A Keras model split at its embedding lookups.
+
+    Every ``Embedding`` layer must read one of the model's inputs directly (true of the
+    tutorial's network). ``lookup`` gathers the rows of each table for a batch of ids and
+    ``head`` runs the remaining layers, the model's own, on them.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
+        self.feeds = []
+        for layer in layers:
+            feed = [i for i, t in enumerate(model.inputs) if t is layer.input]
+            if not feed:
+                raise ValueError(f"RowSplitModel: embedding {layer.name!r} does not read a model "
+                                 "input directly (expected Input -> Embedding)")
+            self.feeds.append(feed[0])
+        self.tail = keras.Model([layer.output for layer in layers], model.output,
+                                name=f"{model.name}_after_lookups")
+        self.tables = [_tf_variable(layer.embeddings) for layer in layers]
+        table_ids = {id(layer.embeddings) for layer in layers}
+        rest = [v for v in model.trainable_variables if id(v) not in table_ids]
+        self.dense = [_tf_variable(v) for v in rest]
+        # Which of them are Dense kernels, the weights an L2 "kernel regulariser" penalises.
+        self.is_kernel = [v.path.endswith("/kernel") for v in rest]
+
+    def lookup(self, ids: list[tf.Tensor]) -> list[tf.Tensor]:
+        """Each table's rows (b, K) for a batch of input ids (one (b,) tensor per model input).
+
+        ``tf.gather`` on the variable itself reads only the batch's rows; reading a table
+        whole, as Keras' ``Embedding`` does, would copy it once rows have been updated in place.
+        """
+        return [tf.gather(table, ids[f]) for table, f in zip(self.tables, self.feeds,
+                                                              strict=True)]
+
+    def head(self, rows: list[tf.Tensor], training: bool) -> tf.Tensor:
+        """Predictions (b,) from the gathered rows: the model's layers after the lookups."""
+        return tf.reshape(self.tail([r[:, None, :] for r in rows], training=training), [-1])
+
+    def forward(self, ids: list[tf.Tensor], training: bool) -> tf.Tensor:
+        """Predictions (b,) for a batch of input ids."""
+        return self.head(self.lookup(ids), training)
+
+
+def _check(objective: str, rule: UpdateRule) -> None:
+    for name, value, allowed in (("objective", objective, OBJECTIVES),
+                                 ("table_updates", rule.table_updates, TABLE_UPDATES),
+                                 ("optimizer", rule.optimizer, OPTIMIZERS)):
+        if value not in allowed:
+            raise ValueError(f"TrainLoop: received {name}={value!r} "
+                             f"(expected one of {', '.join(allowed)})")
+    if rule.adam and rule.table_updates == "lazy":
+        raise ValueError("TrainLoop: lazy table updates are for sgd (received adam; "
+                         "expected dense or sparse)")
+    if rule.whole_table_l2 and rule.table_updates == "sparse":
+        raise ValueError("TrainLoop: a whole_table L2 penalty needs lazy or dense table "
+                         "updates (received sparse)")
+
+
+class TrainLoop:
+    """The training loop over a :class:`RowSplitModel`, many steps per TensorFlow call, under
+    ``strategy`` (default: the current one, a single device outside any scope)."""
+
+    def __init__(self, split: RowSplitModel, batch_size: int, rule: UpdateRule | None = None,
+                 objective: str = "rating", strategy: tf.distribute.Strategy | None = None,
+                 seed: int = 0):
+        rule = rule or UpdateRule()
+        _check(objective, rule)
+        self.split, self.net = split, FusedNet(split.model)
+        self.objective, self.rule, self.seed = objective, rule, seed
+        self.batch_size = batch_size
+        self.lazy = rule.table_updates == "lazy"
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.inputs = sorted(set(split.feeds))
+        if self.inputs != [0, 1]:
+            raise ValueError(f"TrainLoop: the model's tables read inputs {self.inputs} "
+                             "(expected tables for both the user and the movie input)")
+        hidden = [v for v, role in zip(split.dense, self.net.dense_roles, strict=True)
+                  if role == "hidden/bias"]
+        self.hidden_units = int(hidden[0].shape[0]) if hidden else 0
+        # The loop's tables are one per input: the user embedding and the user bias side by side
+        # (n_users, K + 1), the same for movies, so a step gathers, catches up and updates one
+        # table per input. ``columns[f]``: (Keras table index, width) in column order.
+        self.columns = {f: [(i, int(t.shape[1])) for i, (t, g) in
+                            enumerate(zip(split.tables, split.feeds, strict=True)) if g == f]
+                        for f in self.inputs}
+        with self.strategy.scope():  # every variable, before the first tf.function call
+            def variable(value, dtype=tf.float32):
+                return tf.Variable(value, dtype=dtype, trainable=False, aggregation=NONE)
+            self.tables = [variable(self._joined(f)) for f in self.inputs]
+            self.dense = [variable(v.read_value()) for v in split.dense]
+            self.table_slots = [[variable(tf.zeros_like(t)) for _ in range(rule.n_slots)]
+                                for t in self.tables]
+            self.dense_slots = [[variable(tf.zeros_like(v)) for _ in range(rule.n_slots)]
+                                for v in split.dense]
+            self.step = variable(0, tf.int64)
+            # lazy: the step each row of each input's table is up to date with
+            self.row_step = ([variable(tf.zeros([t.shape[0]], tf.int64), tf.int64)
+                              for t in self.tables] if self.lazy else [])
+        self._powers = tf.constant(rule.powers(1))  # lazy: M^k for k untouched steps, grown
+        self._pending = 0  # steps since every row was last caught up
+        spec = tf.TensorSpec([None], tf.int32)
+        powers = tf.TensorSpec([None, 4], tf.float32)
+        self._run_steps_fn = tf.function(self._run_steps, input_signature=[
+            spec, spec, tf.TensorSpec([None], tf.float32), spec,
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32), powers])
+        self.predict_batch = tf.function(self._predict_batch, input_signature=[spec, spec])
+        self._catch_up_fn = tf.function(self._catch_up_all, input_signature=[powers])
+        self._pull_fn = tf.function(self._pull)
+
+    def state_variables(self) -> list[tf.Variable]:
+        """The optimiser's state: with the model's variables, all a resumed run needs."""
+        slots = [s for group in self.table_slots + self.dense_slots for s in group]
+        return [self.step, *slots, *self.row_step]
+
+    def pull(self) -> None:
+        """Copies the Keras model's weights into the loop's (every replica's copy); after the
+        model's weights were set from outside (a checkpoint)."""
+        self._pull_fn()
+
+    def _joined(self, f: int) -> tf.Tensor:
+        """The Keras tables read by input f, side by side."""
+        parts = [self.split.tables[i].read_value() for i, _ in self.columns[f]]
+        return tf.concat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def _pull(self) -> None:
+        for f, table in zip(self.inputs, self.tables, strict=True):
+            table.assign(self._joined(f))
+        for mine, theirs in zip(self.dense, self.split.dense, strict=True):
+            mine.assign(theirs)
+
+    def push(self) -> None:
+        """Copies the loop's weights (the first replica's, all identical) into the model."""
+        for f, table in zip(self.inputs, self.tables, strict=True):
+            value = table.read_value()
+            widths = [w for _, w in self.columns[f]]
+            for (i, _), part in zip(self.columns[f], tf.split(value, widths, 1), strict=True):
+                self.split.tables[i].assign(part)
+        for mine, theirs in zip(self.dense, self.split.dense, strict=True):
+            theirs.assign(mine.read_value())
+
+    def run_steps(self, users, movies, y, negatives, first_step, n_steps) -> tf.Tensor:
+        """Runs batches first_step .. first_step + n_steps - 1; returns the sum of their
+        per-example losses (squared errors for the rating objective). ``negatives``: bpr's
+        negative movie per triple (empty for the other objectives)."""
+        self._pending += int(n_steps)
+        self._reserve_powers(self._pending + 1)
+        return self._run_steps_fn(users, movies, y, negatives, first_step, n_steps,
+                                  self._powers)
+
+    def _reserve_powers(self, n: int) -> None:
+        """Makes the lazy closed forms cover k = 0..n-1 untouched steps."""
+        if self.lazy and self._powers.shape[0] < n:
+            # Doubling: few rebuilds if called step by step.
+            self._powers = tf.constant(self.rule.powers(max(n, 2 * self._powers.shape[0])))
+
+    def catch_up(self) -> None:
+        """Brings every row of every table up to the current step (lazy rule only)."""
+        self._catch_up_fn(self._powers)
+        self._pending = 0
+
+    def _catch_up_all(self, powers: tf.Tensor) -> None:
+        def catch_up() -> None:
+            for table, slots, row_step in zip(self.tables, self.table_slots, self.row_step,
+                                              strict=True):
+                self.rule.catch_up_table(table, slots[0], self.step - row_step, powers)
+                row_step.assign(tf.fill(tf.shape(row_step), self.step.read_value()))
+        self.strategy.run(catch_up)
+
+    def _share(self, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """This replica's part [lo, hi) of a global batch of n examples."""
+        if self.replicas == 1:
+            return tf.constant(0), n
+        r = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+        return n * r // self.replicas, n * (r + 1) // self.replicas
+
+    def _replica_step(self, users, movies, y, negatives, start, powers) -> tf.Tensor:
+        """One step on one replica; returns the global batch's summed loss terms."""
+        rule, net = self.rule, self.net
+        bpr = self.objective == "bpr"
+        step = self.step.assign_add(1)
+        b = self.batch_size
+        batch = [users[start:start + b], movies[start:start + b]]  # per input: ids
+        n = tf.size(batch[0])
+        if bpr:  # the negatives are scored as more movie rows of the same users
+            batch[1] = tf.concat([batch[1], negatives[start:start + b]], 0)
+        distinct = [tf.unique(ids) for ids in batch]  # (rows, position of each id)
+        lo, hi = self._share(n)
+
+        def share(x):  # this replica's share of an n-long tensor (users, targets)
+            return x if self.replicas == 1 else x[lo:hi]
+
+        def mine(x):  # ... of a batch's movie rows (bpr: 2n, the share of both halves)
+            if self.replicas == 1 or not bpr:
+                return share(x)
+            return tf.concat([x[lo:hi], x[n + lo:n + hi]], 0)
+        positions = [share(distinct[0][1]), mine(distinct[1][1])]
+        ids = [share(batch[0]), mine(batch[1])]
+        if bpr:  # every user row is read twice, for the positive and the negative
+            positions[0] = tf.concat([positions[0], positions[0]], 0)
+            ids[0] = tf.concat([ids[0], ids[0]], 0)
+        caught = [(None, None)] * 2
+        if self.lazy:  # bring the batch's rows up to the end of the previous step
+            caught = [rule.catch_up_rows(table, slots[0], rows,
+                                         step - 1 - tf.gather(row_step, rows), powers)
+                      for table, slots, row_step, (rows, _) in
+                      zip(self.tables, self.table_slots, self.row_step, distinct, strict=True)]
+        # Each input's rows for this replica's examples, split into the Keras tables' columns.
+        joined = [tf.gather(table, i) for table, i in zip(self.tables, ids, strict=True)]
+        rows = [None] * len(self.split.tables)
+        for f, value in enumerate(joined):
+            widths = [w for _, w in self.columns[f]]
+            parts = tf.split(value, widths, 1) if len(widths) > 1 else [value]
+            for (i, _), part in zip(self.columns[f], parts, strict=True):
+                rows[i] = part
+        keep = None
+        if net.dropout and self.hidden_units:  # the global batch's mask, then this share
+            keep = mine(dropout_keep(self.seed, step, 0, [tf.size(batch[1]), self.hidden_units],
+                                     net.dropout))
+        targets = y if bpr else share(y[start:start + b])
+        scale = tf.cast(n, tf.float32)
+        terms, row_grads, dense_grads = net.loss_and_grads(self.objective, rows, self.dense,
+                                                           targets, scale, keep)
+        grads = []
+        for f, value in enumerate(joined):
+            parts = [row_grads[i] for i, _ in self.columns[f]]
+            g = tf.concat(parts, 1) if len(parts) > 1 else parts[0]
+            if rule.per_rating_l2:  # each example's own rows (bpr: u, i and j; u once)
+                own = value
+                if bpr and f == 0:
+                    own = value * tf.concat([tf.ones([hi - lo, 1]), tf.zeros([hi - lo, 1])], 0)
+                g += (2.0 * rule.per_rating_l2 / scale) * own
+            # Across replicas, a fixed number of rows (the most a batch can touch): every
+            # all-reduce of a run then has one shape, as TensorFlow's collectives require.
+            segments = (tf.size(distinct[f][0]) if self.replicas == 1
+                        else (2 if bpr and f == 1 else 1) * b)
+            grads.append(tf.math.unsorted_segment_sum(g, positions[f], segments))
+        total = tf.reduce_sum(terms)
+        if self.replicas > 1:
+            grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
+            grads = [g[:tf.size(d[0])] for g, d in zip(grads, distinct, strict=True)]
+        self._apply(step, [d[0] for d in distinct], grads, dense_grads, caught)
+        return total
+
+    @staticmethod
+    def _all_reduce(table_grads, dense_grads, total):
+        """Sums every gradient and the loss over the replicas in one all-reduce."""
+        parts = [*table_grads, *dense_grads, total]
+        flat = tf.concat([tf.reshape(p, [-1]) for p in parts], 0)
+        flat = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, flat)
+        pieces = tf.split(flat, [tf.size(p) for p in parts])
+        out = [tf.reshape(piece, tf.shape(p)) for piece, p in zip(pieces, parts, strict=True)]
+        n = len(table_grads)
+        return out[:n], out[n:-1], out[-1]
+
+    def _apply(self, step, distinct, table_grads, dense_grads, caught) -> None:
+        """The same update on every replica's own copy, from the summed gradients."""
+        rule = self.rule
+        alpha = rule.adam_alpha(step) if rule.adam else None
+        decay = 2.0 * rule.whole_table_l2  # d/dw of l2 * w^2
+        for table, slots, rows, g, (w, momentum) in zip(
+                self.tables, self.table_slots, distinct, table_grads, caught, strict=True):
+            if rule.table_updates == "dense":
+                g = tf.scatter_nd(rows[:, None], g, tf.shape(table, out_type=tf.int32))
+                rule.dense_update(table, slots, g + decay * table if decay else g, alpha)
+                continue
+            if w is not None:  # lazy with a whole-table penalty: its gradient at the row
+                g += decay * w
+            rule.row_update(table, slots, rows, g, momentum, alpha)
+        for row_step, rows in zip(self.row_step, distinct, strict=False):
+            row_step.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows), step), rows))
+        for var, slots, g, kernel in zip(self.dense, self.dense_slots, dense_grads,
+                                         self.split.is_kernel, strict=True):
+            if kernel and rule.l2_dense:
+                g += 2.0 * rule.l2_dense * var
+            rule.dense_update(var, slots, g, alpha)
+
+    def _run_steps(self, users, movies, y, negatives, first_step, n_steps, powers):
+        total = tf.constant(0.0)
+        for i in tf.range(n_steps):
+            # One step at a time: overlapping iterations would pair one replica's all-reduce
+            # with another replica's from the next step.
+            tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+            start = (first_step + i) * self.batch_size
+            out = self.strategy.run(self._replica_step,
+                                    args=(users, movies, y, negatives, start, powers))
+            total += self.strategy.experimental_local_results(out)[0]
+        return total
+
+    def _predict_batch(self, users, movies):
+        return self.split.forward([users, movies], training=False)
+
+    def predict(self, users: tf.Tensor, movies: tf.Tensor) -> np.ndarray:
+        """Centred predictions of the Keras model for all rows, in batches of
+        PREDICT_BATCH_SIZE."""
+        n = int(users.shape[0])
+        parts = [self.predict_batch(users[s:s + PREDICT_BATCH_SIZE],
+                                    movies[s:s + PREDICT_BATCH_SIZE]).numpy()
+                 for s in range(0, n, PREDICT_BATCH_SIZE)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def penalty(self, users: np.ndarray, movies: np.ndarray) -> float:
+        """The L2 terms of the loss at the Keras model's weights, for ratings (users, movies):
+        what the loss adds to the MSE (0 without regularisation)."""
+        rule, split = self.rule, self.split
+        total = 0.0
+        if rule.l2_dense:
+            total += rule.l2_dense * sum(float(np.sum(np.square(v.numpy(), dtype=np.float64)))
+                                         for v, k in zip(split.dense, split.is_kernel,
+                                                         strict=True) if k)
+        if rule.whole_table_l2:
+            total += rule.whole_table_l2 * sum(
+                float(np.sum(np.square(t.numpy(), dtype=np.float64))) for t in split.tables)
+        if rule.per_rating_l2 and len(users):
+            ids = [users, movies]
+            total += rule.per_rating_l2 * sum(
+                float(np.mean(np.sum(np.square(t.numpy(), dtype=np.float64), axis=1)[ids[f]]))
+                for t, f in zip(split.tables, split.feeds, strict=True))
+        return total
+
+    def steps_in(self, n_examples: int) -> int:
+        """SGD steps in an epoch of ``n_examples`` (the last batch may be smaller)."""
+        return -(-n_examples // self.batch_size)
+
+    def epoch(self, users: tf.Tensor, movies: tf.Tensor, y: tf.Tensor,
+              steps_per_call: int, negatives: tf.Tensor | None = None,
+              on_steps: Callable[[int], None] | None = None) -> float:
+        """One pass over (already shuffled) examples; returns the mean of their losses (for
+        the rating objective, the mean squared error of its batches).
+
+        That is Keras' training MSE: the batch errors averaged, weighted by batch size, with
+        the weights changing along the way. The last batch may be smaller, as in ``model.fit``.
+        ``on_steps(count)`` is told after every call into TensorFlow (a progress bar).
+        Afterwards every table row is up to date and copied into the Keras model, so the model
+        can be scored or saved.
+        """
+        n = int(users.shape[0])
+        if negatives is None:
+            negatives = tf.zeros([0], tf.int32)
+        n_steps = self.steps_in(n)
+        self._reserve_powers(self._pending + n_steps + 1)
+        total = 0.0
+        for first in range(0, n_steps, steps_per_call):
+            count = min(steps_per_call, n_steps - first)
+            total += float(self.run_steps(users, movies, y, negatives,
+                                          tf.constant(first, tf.int32),
+                                          tf.constant(count, tf.int32)))
+            if on_steps is not None:
+                on_steps(count)
+        if self.lazy:
+            self.catch_up()
+        self.push()
+        return total / n

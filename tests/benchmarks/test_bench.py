@@ -1,0 +1,51 @@
+"""The speed benchmark runs end to end at a toy size (its figures are not checked here)."""
+
+import re
+import subprocess
+import sys
+
+
+def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "speed", "--n-ratings", "20000",
+         "--steps", "20", "--warmup", "5", "--accuracy-ratings", "20000",
+         "--accuracy-epochs", "1", "--seeds", "1", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for stage in ("ingest", "preprocess", "train, 1 epoch", "evaluate"):
+        assert re.search(rf"^{re.escape(stage)}.*: [\d.]+ s, peak memory [\d,]+ MiB$", out, re.M)
+    assert re.search(r"extrapolated \d+ s for 20,000", out)
+    ratios = re.findall(r"samples/s, ([\d.]+)x the tutorial's", out)
+    assert len(ratios) == 5 and float(ratios[0]) == 1.0  # four paths and mirrored
+    assert re.search(r"^mirrored on 2 logical CPUs vs one device \(lazy\): [\d.]+x", out, re.M)
+    assert len(re.findall(r"test MSE \d\.\d{4} mean", out)) == 4
+    assert re.search(r"^accuracy check: (passed|FAILED)", out, re.M)
+
+
+def test_bench_recommend_runs_every_part(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "recommend", "--n-ratings", "20000",
+         "--candidates", "20", "--xla-blocks", "2", "--queries", "20",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert re.search(r"^recommend, exact: [\d.]+ s, peak memory [\d,]+ MiB$", out, re.M)
+    assert re.search(r"x the XLA scorer; largest difference in a score \d\.\de-0[5-9]", out)
+    assert re.search(r"candidates 20: .* top 10 identical to the exact top 10 for [\d.]+% of "
+                     r"users", out)
+    assert re.search(r"per user: median [\d.]+ ms, 95th percentile [\d.]+ ms", out)
+
+
+def test_bench_ranking_runs_every_objective(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "ranking", "--n-ratings", "20000",
+         "--steps", "20", "--warmup", "5", "--probe-users", "50", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    for label in ("rating (the tutorial's MSE)", "bce, each rating + 4 sampled negatives",
+                  "bpr, 4 (rating, sampled negative) triples per rating"):
+        assert label in out, out
+    assert out.count("ms/step") == 3 and "draws redrawn" in out and "1.0x the rating" in out

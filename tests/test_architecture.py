@@ -1,0 +1,95 @@
+"""The architecture as rules the code must keep: layers, no cycles, and stage deps that cover
+every module a stage runs (so that `dvc repro` never serves a stale result)."""
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from support.imports import ROOT, SRC, closure, cycles, graph, imports_of, module_files
+
+LAYERS = ("core", "data", "nets", "ranking", "train", "evaluate", "serve")
+
+
+def test_layers_contract_holds():
+    """import-linter's layers contract in pyproject.toml: no import goes up a layer."""
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert exe, "lint-imports not installed (expected import-linter from the dev extras)"
+    done = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 kept, 0 broken" in done.stdout
+
+
+def test_no_import_cycles():
+    # A module importing its own parent package (movierec.core.x -> movierec.core) is how Python
+    # imports work, not a cycle of the design.
+    edges = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in graph().items()}
+    assert cycles(edges) == []
+
+
+def test_every_layer_is_a_documented_package():
+    modules = module_files()
+    for layer in LAYERS:
+        init = SRC / "movierec" / layer / "__init__.py"
+        assert init.is_file(), init
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and "Imports:" in doc, f"{init}: say what it owns and what it may import"
+        assert any(m.startswith(f"movierec.{layer}.") for m in modules)
+
+
+def test_library_never_imports_benchmarks_or_tests():
+    for path in (SRC / "movierec").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("benchmarks", "tests", "support"), (path, name)
+
+
+def _stage_deps() -> dict[str, tuple[Path, list[str]]]:
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    out = {}
+    for name, stage in spec["stages"].items():
+        script = next(word for word in stage["cmd"].split() if word.endswith(".py"))
+        out[name] = ROOT / script, [d for d in stage.get("deps", []) if "${" not in d]
+    return out
+
+
+def _covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(ROOT).as_posix()
+    return any(rel == d.rstrip("/") or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", list(_stage_deps()))
+def test_stage_deps_cover_every_module_the_stage_imports(stage):
+    script, deps = _stage_deps()[stage]
+    assert _covered(script, deps), f"{stage}: its own script {script.name} is not a dep"
+    files = module_files()
+    missing = sorted(files[m].relative_to(ROOT).as_posix() for m in closure(script)
+                     if not _covered(files[m], deps))
+    assert not missing, f"dvc.yaml: stage {stage} runs these modules but does not list them " \
+                        f"(or a folder holding them) in its deps: {missing}"
+
+
+def test_closure_follows_lazy_and_transitive_imports(tmp_path):
+    """The closure is what the deps test stands on: it must see an import inside a function
+    and the imports of what is imported."""
+    pkg = tmp_path / "movierec"
+    (pkg / "low").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low" / "__init__.py").write_text("")
+    (pkg / "low" / "a.py").write_text("from movierec.low import b\n")
+    (pkg / "low" / "b.py").write_text("def f():\n    from movierec.low.c import g\n")
+    (pkg / "low" / "c.py").write_text("g = 1\n")
+    (pkg / "low" / "unused.py").write_text("")
+    script = tmp_path / "stage.py"
+    script.write_text("def main():\n    import movierec.low.a\n")
+    assert closure(script, tmp_path) == {"movierec", "movierec.low", "movierec.low.a",
+                                         "movierec.low.b", "movierec.low.c"}
+    assert imports_of(pkg / "low" / "a.py", module_files(tmp_path), "movierec.low.a") == {
+        "movierec", "movierec.low", "movierec.low.b"}

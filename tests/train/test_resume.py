@@ -1,0 +1,203 @@
+"""A killed training run resumes from its last completed epoch and ends as if never stopped."""
+
+import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from movierec.core.config import TrainParams
+from movierec.data.preprocess import prepare
+from movierec.train import checkpoint
+from movierec.train.training import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data(twin_30k):
+    return prepare(twin_30k.ratings, twin_30k.movies, test_fraction=0.2, seed=1)
+
+
+# Early stopping, refit, a penalty and dropout: every piece of state a resumed run must restore.
+PARAMS = TrainParams(epochs=5, seed=5, hidden_units=16, val_fraction=0.2, patience=2,
+                     refit=True, l2_embeddings=0.05, dropout=0.2)
+
+
+def _same(a, b):
+    np.testing.assert_array_equal(a.history.to_numpy(), b.history.to_numpy())
+    assert a.selection == b.selection
+    for x, y in zip(a.model.weights, b.model.weights, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.path)
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data):
+    return train(data.train, data.test, len(data.users), len(data.movies), PARAMS, verbose=0)
+
+
+def _killed_then_resumed(data, params, folder, monkeypatch, kill_after):
+    """Trains until the ``kill_after``-th checkpoint is written, dies, then trains again."""
+    n, m = len(data.users), len(data.movies)
+    saves = []
+    real_save = checkpoint.save
+
+    def save_then_die(path, meta, arrays):
+        real_save(path, meta, arrays)
+        saves.append(path.name)
+        if len(saves) == kill_after:
+            raise Killed
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        train(data.train, data.test, n, m, params, verbose=0, checkpoint_dir=folder)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    return train(data.train, data.test, n, m, params, verbose=0, checkpoint_dir=folder)
+
+
+# The selection run here has 5 epochs (then refit 4): killed after its first, after its last
+# (done, refit not begun) and in the middle of the refit.
+@pytest.mark.parametrize("kill_after", [1, 5, 7])
+def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, tmp_path,
+                                                          monkeypatch, kill_after):
+    _same(_killed_then_resumed(data, PARAMS, tmp_path, monkeypatch, kill_after), uninterrupted)
+
+
+# A ranking objective: the negatives come from the checkpointed generator, so a resumed run
+# draws exactly the negatives the killed one would have drawn (and counts the same redraws).
+RANKING = dataclasses.replace(PARAMS, objective="bce", negatives=2,
+                              negative_sampling="popularity", epochs=3, ndcg_users=200)
+
+
+@pytest.mark.parametrize("kill_after", [1, 4])
+def test_ranking_run_resumes_exactly(data, tmp_path, monkeypatch, kill_after):
+    whole = train(data.train, data.test, len(data.users), len(data.movies), RANKING, verbose=0)
+    resumed = _killed_then_resumed(data, RANKING, tmp_path, monkeypatch, kill_after)
+    _same(resumed, whole)
+    assert resumed.negatives == whole.negatives and whole.negatives["rejected"] > 0
+
+
+def test_checkpoint_of_other_params_is_ignored(data, tmp_path, capsys):
+    n, m = len(data.users), len(data.movies)
+    plain = dataclasses.replace(PARAMS, refit=False, epochs=2)
+    train(data.train, data.test, n, m, plain, verbose=0, checkpoint_dir=tmp_path)
+    other = dataclasses.replace(plain, learning_rate=0.05)
+    again = train(data.train, data.test, n, m, other, verbose=1, checkpoint_dir=tmp_path)
+    assert "ignoring" in capsys.readouterr().out
+    _same(again, train(data.train, data.test, n, m, other, verbose=0))
+
+
+# The real stage, killed by a signal while it trains.
+
+def _stage(name, params, cwd, *args, wait=True):
+    cmd = [sys.executable, str(ROOT / "stages" / f"{name}.py"), "--params", str(params), *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+TRAIN_ARGS = ["--train", "train.parquet", "--test", "test.parquet", "--user-index", "u.parquet",
+              "--movie-index", "v.parquet", "--model", "out/model.keras", "--live",
+              "live", "--metrics", "out/train.json", "--checkpoint-dir", "ckpt"]
+
+
+@pytest.fixture(scope="module")
+def stage_dir(tmp_path_factory):
+    """A prepared small twin and params for a train stage of many short epochs."""
+    cwd = tmp_path_factory.mktemp("stage")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"]["synthetic"] = {"n_ratings": 20_000, "seed": 1}
+    raw["train"].update(epochs=12, hidden_units=16, val_fraction=0.1, patience=20,
+                        refit=True)
+    params = cwd / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    _stage("ingest", params, cwd, "--download-dir", ".", "--ratings", "r.parquet",
+           "--movies", "m.parquet")
+    _stage("preprocess", params, cwd, "--ratings", "r.parquet", "--movies", "m.parquet",
+           "--train", "train.parquet", "--test", "test.parquet", "--user-index", "u.parquet",
+           "--movie-index", "v.parquet")
+    reference = _stage("train", params, cwd, *TRAIN_ARGS)
+    assert not (cwd / "ckpt").exists()  # removed once the outputs are in place
+    outputs = {p.name: p.read_bytes() for p in (cwd / "out").iterdir()}
+    return cwd, params, {**outputs, **_live_files(cwd)}, reference
+
+
+def _live_files(cwd):
+    """The DVCLive folder's files (per-epoch metrics and curves) by relative path."""
+    return {str(p.relative_to(cwd)): p.read_bytes() for p in sorted((cwd / "live").rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_killed_train_stage_leaves_no_output_and_resumes(stage_dir, sig):
+    cwd, params, reference, _ = stage_dir
+    for out in (cwd / "out").iterdir():
+        out.unlink()
+    shutil.rmtree(cwd / "ckpt", ignore_errors=True)  # another case's leftovers: start afresh
+    proc = _stage("train", params, cwd, *TRAIN_ARGS, wait=False)
+    deadline = time.monotonic() + 240
+    while not (cwd / "ckpt" / "select.npz").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == {signal.SIGTERM: 143, signal.SIGINT: 130}[sig], stderr
+    # No model, history or metrics, and no temporary file: only whole checkpoints.
+    assert list((cwd / "out").iterdir()) == []
+    assert {p.name for p in (cwd / "ckpt").iterdir()} <= {"select.npz", "refit.npz"}
+    resumed = _stage("train", params, cwd, *TRAIN_ARGS)
+    assert "resuming after epoch" in resumed.stdout
+    # Determinism across processes: the resumed run's model file, curves and metrics are the
+    # uninterrupted run's, byte for byte (so are its predictions), and so is the DVCLive log,
+    # which the resumed run replays from the checkpoint before going on.
+    outputs = {p.name: p.read_bytes() for p in (cwd / "out").iterdir()}
+    assert {**outputs, **_live_files(cwd)} == reference
+    assert not (cwd / "ckpt").exists()
+
+
+def test_ingest_killed_at_any_moment_leaves_old_or_new_outputs_whole(tmp_path):
+    # Previous outputs from another seed; then runs for a new seed killed at growing delays.
+    # Every file must be the previous one or the new one, complete, and nothing else may exist.
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = tmp_path / "params.yaml"
+    args = ["--download-dir", ".", "--ratings", "out/r.parquet", "--movies", "out/m.parquet"]
+
+    def run(seed, wait=True):
+        raw["data"]["synthetic"] = {"n_ratings": 600_000, "seed": seed}
+        params.write_text(yaml.safe_dump(raw))
+        return _stage("ingest", params, tmp_path, *args, wait=wait)
+
+    run(1)
+    old = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    run(2)
+    new = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert old.keys() == new.keys() == {"r.parquet", "m.parquet"} and old != new
+    seen = set()
+    for delay in (0.3, 0.8, 1.3, 1.8, 2.3, 2.8):
+        for name, data in old.items():
+            (tmp_path / "out" / name).write_bytes(data)
+        proc = run(2, wait=False)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+        files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+        assert files.keys() == old.keys(), sorted(files)  # no temporary file left behind
+        for name, data in files.items():
+            assert data in (old[name], new[name]), name
+            seen.add("new" if data == new[name] and data != old[name] else "old")
+    assert "old" in seen  # some kills landed before the outputs were replaced
