@@ -20,8 +20,6 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-# The page `dvc plots show` fills (plots.html_template in .dvc/config): Vega inline, offline
-	$(BIN)/python -m movierec plots-template
 	touch $@
 
 install: $(STAMP)

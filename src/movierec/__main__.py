@@ -3,7 +3,8 @@
     python -m movierec recommend --user 42 -n 10 [--json] [--fallback popular]
     python -m movierec similar --movie 1 -n 10 [--json]
     python -m movierec worker [--params params.yaml]   (a multi_worker training task)
-    python -m movierec plots-template [--root .]   (the offline page for `dvc plots show`)
+    python -m movierec plots-template [--root .] [--out PATH]   (the offline page for
+        `dvc plots show`; `dvc repro` writes it too, in its plots_page stage)
 
 Both read the pipeline's current outputs (model, id mappings, movies, train split), whose paths
 dvc.yaml declares; run them in the project folder after `dvc repro` (or pass --root).
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     page = sub.add_parser("plots-template", help="write the HTML template, Vega inline, that "
                           "lets `dvc plots show` draw its charts offline (plots.html_template)")
     page.add_argument("--root", default=".", help="the project folder (default: .)")
+    page.add_argument("--out", help="where to write it (default: the path plots.html_template "
+                      "names in ROOT/.dvc/config, which the plots_page stage writes too)")
     for p in (rec, sim):
         p.add_argument("-n", type=_positive, default=10, help="how many movies (default 10)")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -71,7 +74,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "plots-template":  # before the imports below: it needs none of them
         from movierec.evaluate.plots_page import write_template
 
-        path = write_template(args.root)
+        path = write_template(args.root, args.out)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
         return 0
     # Every other command loads TensorFlow: its start-up chatter is filtered out of stderr

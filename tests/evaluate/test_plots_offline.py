@@ -1,7 +1,9 @@
 """`dvc plots show` with the generated offline template: Vega inline, nothing from a CDN.
 
-The end-to-end tests run DVC in a tiny temporary project (git init, dvc init, one CSV plot and
-the project's own .dvc/config), as a user would; nothing here needs a network.
+The template is the `plots_page` stage's output. The command tests run DVC in a tiny temporary
+project (git init, dvc init, one CSV plot and the project's own .dvc/config and .gitignore); the
+e2e test runs `dvc repro` then `dvc plots show` in a fresh copy of the whole project, with no
+other step, as on a teammate's clone. Nothing here needs a network.
 """
 
 import re
@@ -12,8 +14,11 @@ from pathlib import Path
 
 import pytest
 import vl_convert
+import yaml
+from dvc.config import Config
 from dvc_render.html import HTML
 from dvc_render.vega import VegaRenderer
+from support import pipeline
 from support.pipeline import dvc, env_for, run
 
 from movierec.evaluate import plots_page
@@ -62,9 +67,30 @@ def test_template_path_resolves_like_dvc(tmp_path):
     dvc_dir = tmp_path / ".dvc"
     assert plots_page.resolve_template_path(dvc_dir, "plots/offline.html") == \
         dvc_dir / "plots/offline.html"
+    assert plots_page.resolve_template_path(dvc_dir, "../plots/offline.html") == \
+        tmp_path / "plots/offline.html"
     assert plots_page.resolve_template_path(dvc_dir, "/srv/page.html") == Path("/srv/page.html")
     with pytest.raises(PlotsPageError, match=r"plots.html_template is not set in .*\(expected"):
         plots_page.resolve_template_path(dvc_dir, None)
+
+
+def _paths() -> dict:
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    return next(v["paths"] for v in spec["vars"] if isinstance(v, dict) and "paths" in v)
+
+
+def test_the_config_names_the_plots_page_stage_output():
+    """.dvc/config's plots.html_template (read from .dvc/) is the file the plots_page stage
+    writes, a cached output (restored by `dvc pull` or the run cache, git-ignored by DVC)."""
+    configured = Config(dvc_dir=str(ROOT / ".dvc")).load_one("repo")["plots"]["html_template"]
+    assert configured == plots_page.SUGGESTED_PATH
+    target = _paths()["plots_page"]
+    assert plots_page.resolve_template_path(ROOT / ".dvc", configured) == ROOT / target
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["plots_page"]
+    assert stage["cmd"] == "python stages/plots_page.py --out ${paths.plots_page}"
+    assert stage["outs"] == ["${paths.plots_page}"]  # cached: no `cache: false`
+    assert "params" not in stage
+    assert "plots-template" not in (ROOT / "Makefile").read_text()  # no extra install step
 
 
 def make_project(repo: Path) -> Path:
@@ -72,7 +98,7 @@ def make_project(repo: Path) -> Path:
     repo.mkdir(parents=True)
     run(repo, "git", "init", "-q", "-b", "main")
     dvc(repo, "init", "-q")
-    for name in (".dvc/config", ".dvc/.gitignore"):
+    for name in (".dvc/config", ".dvc/.gitignore", ".gitignore"):
         shutil.copy2(ROOT / name, repo / name)
     (repo / "training.csv").write_text(CSV)
     (repo / "dvc.yaml").write_text("plots:\n  - training.csv:\n      x: epoch\n      y: loss\n")
@@ -87,11 +113,11 @@ def movierec(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_plots_show_writes_a_page_that_needs_no_network(tmp_path):
     repo = make_project(tmp_path / "project")
-    made = movierec(repo, "plots-template")
+    made = movierec(repo, "plots-template")  # by default, where DVC reads it
     assert made.returncode == 0, made.stderr
-    path = repo / ".dvc" / plots_page.SUGGESTED_PATH
+    path = repo / _paths()["plots_page"]
     assert made.stdout.startswith(f"wrote {path} ("), made.stdout
-    run(repo, "git", "check-ignore", "-q", ".dvc/plots/offline.html")  # never committed
+    run(repo, "git", "check-ignore", "-q", _paths()["plots_page"])  # never committed
 
     out = dvc(repo, "plots", "show", env=ENV)
     assert "dvc_plots/index.html" in out, out
@@ -107,9 +133,19 @@ def test_plots_show_writes_a_page_that_needs_no_network(tmp_path):
     assert '{"epoch": "3", "loss": "0.25", "rev": "workspace"}' in page
 
 
+def test_plots_template_out_writes_elsewhere(tmp_path):
+    repo = make_project(tmp_path / "project")
+    made = movierec(repo, "plots-template", "--out", "elsewhere/page.html")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("wrote elsewhere/page.html ("), made.stdout
+    page = (repo / "elsewhere/page.html").read_text(encoding="utf-8")
+    assert PLOT_DIVS in page and "window.vegaEmbed=" in page
+    assert not (repo / _paths()["plots_page"]).exists()
+
+
 def test_plots_show_without_the_generated_template_fails(tmp_path):
-    # What a clone that skipped `make install` sees (DVC 3.67.1 reads the missing path as the
-    # template text itself): the README names this message and the command that fixes it.
+    # What a checkout sees before its first `dvc repro` (DVC 3.67.1 reads the missing path as
+    # the template text itself): the README names this message and what fixes it.
     repo = make_project(tmp_path / "project")
     done = subprocess.run([sys.executable, "-m", "dvc", "plots", "show"], cwd=repo,
                           env={**env_for(repo), **ENV}, capture_output=True, text=True,
@@ -124,4 +160,37 @@ def test_plots_template_without_the_setting_is_one_clear_error(tmp_path):
     done = movierec(repo, "plots-template")
     assert done.returncode == 1
     assert done.stderr.startswith("error: plots.html_template is not set in "), done.stderr
-    assert "(expected e.g. `dvc config plots.html_template plots/offline.html`)" in done.stderr
+    assert "(expected e.g. `dvc config plots.html_template ../plots/offline.html`)" in \
+        done.stderr
+
+
+@pytest.mark.e2e
+def test_repro_then_plots_show_draws_offline_with_no_other_step(tmp_path):
+    """A fresh copy of the project (no `make install`, no plots-template): `dvc repro` writes
+    the template, and `dvc plots show` fills it with the pipeline's charts, Vega inline."""
+    repo = pipeline.make_project(tmp_path / "project")
+    target = _paths()["plots_page"]
+    assert not (repo / target).exists()
+
+    out = dvc(repo, "repro")
+    assert "Running stage 'plots_page'" in out, out
+    run(repo, "git", "check-ignore", "-q", target)  # generated, never committed
+    assert run(repo, "git", "ls-files", target) == ""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["plots_page"]
+    assert [o["path"] for o in lock["outs"]] == [target]  # a cached output of its own stage
+    # Cached like any output: DVC puts it back (as `dvc pull` would from a remote).
+    (repo / target).unlink()
+    dvc(repo, "checkout")
+    assert (repo / target).is_file()
+
+    shown = dvc(repo, "plots", "show")
+    assert "dvc_plots/index.html" in shown, shown
+    page = (repo / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    assert not EXTERNAL_REF.search(page)
+    assert "cdn.jsdelivr.net" not in page
+    head = (repo / target).read_text(encoding="utf-8").split(PLOT_DIVS)[0].replace(
+        REFRESH_TAG, "")
+    assert page.startswith(head) and "window.vegaEmbed=" in head  # Vega inline, first
+    for plot in ("loss", "mse", "per_star"):  # dvc.yaml's plots, a chart each
+        assert f'<div id = "{plot}">' in page
+        assert f"vegaEmbed('#{plot}', spec);" in page

@@ -4,9 +4,11 @@ DVC fills its page template with one `<div>` per Vega-Lite chart, each calling
 `vegaEmbed('#id', spec)`, and, where the template says `{scripts}`, three `<script src>` tags
 that load Vega, Vega-Lite and vega-embed from a CDN: offline, only the PNG figures appear. This
 template has no `{scripts}`: it carries the three libraries inline instead, from the JavaScript
-bundle that the vl-convert-python wheel ships. The file is generated (`python -m movierec
-plots-template`, run by `make install`), never committed: the repository holds no third-party
-JavaScript.
+bundle that the vl-convert-python wheel ships. The file is a pipeline output: dvc.yaml's
+`plots_page` stage writes it (to ``paths.plots_page``) on `dvc repro`, so any checkout where the
+package is installed gets it with no extra step, and DVC's cache (`dvc pull`, the run cache)
+restores it like any other output. It is never committed: the repository holds no third-party
+JavaScript. `python -m movierec plots-template` writes it by hand.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ SCRIPTS = "{scripts}"
 # DVC's chart templates declare Vega-Lite v5 ($schema .../vega-lite/v5.json) and its CDN tags
 # load vega-lite@5: the newest v5 that vl-convert ships compiles them as DVC intends.
 VEGA_LITE_VERSION = "5.21"
-# What `dvc config plots.html_template` should say; DVC reads a relative path from .dvc/.
+# What `dvc config plots.html_template` should say; DVC reads a relative path from .dvc/, so
+# this is dvc.yaml's paths.plots_page (plots/offline.html at the project root) seen from .dvc/.
 CONFIG_KEY = "plots.html_template"
-SUGGESTED_PATH = "plots/offline.html"
+SUGGESTED_PATH = "../plots/offline.html"
 # Text that must not occur in the bundle: `</script` (any case) would end the inline script
 # early, and DVC would fill in a placeholder wherever it occurs, inside the code too.
 FORBIDDEN_IN_BUNDLE = ("</script", PLOT_DIVS, REFRESH_TAG, SCRIPTS)
@@ -55,7 +58,7 @@ def page_template(bundle: str, origin: str) -> str:
         '<meta charset="utf-8">',
         REFRESH_TAG,
         "<title>DVC Plot</title>",
-        f"<!-- {origin}; written by `python -m movierec plots-template`, not committed. -->",
+        f"<!-- {origin}; written by the plots_page stage (dvc.yaml), not committed. -->",
         # A classic script, not a module: DVC's divs call vegaEmbed as the page is parsed, before
         # a module would run. The function scope keeps the bundle's many top-level names out of
         # the page's global scope, where a `let`/`const` could clash with the divs' `var spec`;
@@ -77,11 +80,14 @@ def page_template(bundle: str, origin: str) -> str:
 
 
 def resolve_template_path(dvc_dir: str | Path, configured: str | None) -> Path:
-    """Where DVC 3.67 looks for ``plots.html_template``: as given if absolute, else in .dvc/."""
+    """Where DVC 3.67 looks for ``plots.html_template``: as given if absolute, else relative to
+    .dvc/ (DVC joins the two; ``..`` is collapsed here, which names the same file)."""
     if not configured:
         raise PlotsPageError(f"{CONFIG_KEY} is not set in {dvc_dir}/config (expected e.g. "
                              f"`dvc config {CONFIG_KEY} {SUGGESTED_PATH}`)")
-    return Path(configured) if os.path.isabs(configured) else Path(dvc_dir) / configured
+    if os.path.isabs(configured):
+        return Path(configured)
+    return Path(os.path.normpath(Path(dvc_dir) / configured))
 
 
 def configured_template_path(root: str | Path = ".") -> Path:
@@ -107,9 +113,10 @@ def vega_bundle(vl_version: str = VEGA_LITE_VERSION) -> tuple[str, str]:
     return bundle, origin
 
 
-def write_template(root: str | Path = ".") -> Path:
-    """Writes the page template to the path the project configures; returns that path."""
-    path = configured_template_path(root)
+def write_template(root: str | Path = ".", out: str | Path | None = None) -> Path:
+    """Writes the page template to ``out`` (the `plots_page` stage passes paths.plots_page), by
+    default to the path the project in ``root`` configures; returns that path."""
+    path = Path(out) if out is not None else configured_template_path(root)
     page = page_template(*vega_bundle())
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
