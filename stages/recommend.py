@@ -22,12 +22,12 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output: userId, rank, movieId, score")
     args = parser.parse_args()
     params = load_params(args.params).recommend
-    from movierec.nets.keras_model import (
-        load_model,  # imports TensorFlow: after the params are checked
-    )
+    # Imports TensorFlow: after the params are checked.
+    from movierec.nets.keras_model import load_net, weights_of
 
     start = time.perf_counter()
-    weights = scoring.from_model(load_model(args.model))
+    model, spec = load_net(args.model)
+    weights = scoring.from_weights(spec, weights_of(model, spec))
     if params.candidates and not weights.has_main:
         raise ParamsError(
             f"params: recommend.candidates = {params.candidates} (expected 0 for a model "

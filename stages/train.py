@@ -44,7 +44,7 @@ def main() -> None:
         result = train(train_df, test_df, n_users, n_movies, params,
                        checkpoint_dir=args.checkpoint_dir, place=place, watch=watch)
 
-    save_model(result.model, args.model)
+    save_model(result.model, result.spec, args.model)
     log.close()
     write_json(summary(result, params, len(train_df)), args.metrics)
     if args.checkpoint_dir:  # every output is in place: the checkpoints are no longer needed

@@ -69,10 +69,10 @@ def test_get_without_rev_fetches_the_greatest_version(registry, tmp_path):
     fetched = tmp_path / "model.keras"
     assert fetched.read_bytes() == models["v1.1.0"] == (repo / MODEL).read_bytes()
 
-    from movierec.nets.keras_model import load_model, objective_of
+    from movierec.nets.keras_model import load_net
 
-    model = load_model(fetched)  # the project's loader: Keras' safe mode, no custom objects
-    assert objective_of(model) == "rating"
+    model, spec = load_net(fetched)  # the project's loader: Keras' safe mode, no custom objects
+    assert spec.objective == "rating"
     assert [i.name for i in model.inputs] == ["user", "movie"]
 
 

@@ -9,6 +9,7 @@ from support import reference
 from support.reference import bce_terms, bpr_terms, loss_terms
 
 from movierec.nets.keras_model import build_model
+from movierec.nets.spec import NetSpec
 from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data, mean_loss
 from movierec.train.rules import UpdateRule
@@ -122,7 +123,7 @@ N_USERS, N_MOVIES, BATCH, STEPS = 40, 30, 16, 6
 
 def _keras_reference(kind, objective, batches, lr, momentum):
     keras.utils.set_random_seed(11)
-    model = build_model(kind, N_USERS, N_MOVIES, latent_dim=4, hidden_units=8)
+    model = build_model(NetSpec(kind, N_USERS, N_MOVIES, 4, 8, objective=objective))
     sgd = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
     bce = keras.losses.BinaryCrossentropy(from_logits=True)
     for u, m, y, j in batches:
@@ -155,11 +156,11 @@ def test_training_step_matches_keras_loss_tape_and_sgd(kind, objective, updates)
     reference = _keras_reference(kind, objective, batches, lr, momentum)
 
     keras.utils.set_random_seed(11)
-    model = build_model(kind, N_USERS, N_MOVIES, latent_dim=4, hidden_units=8)
+    spec = NetSpec(kind, N_USERS, N_MOVIES, 4, 8, objective=objective)
+    model = build_model(spec)
     initial = [w.numpy().copy() for w in model.weights]
-    loop = TrainLoop(RowSplitModel(model), BATCH,
-                     UpdateRule(learning_rate=lr, momentum=momentum, table_updates=updates),
-                     objective)
+    loop = TrainLoop(RowSplitModel(model, spec), BATCH,
+                     UpdateRule(learning_rate=lr, momentum=momentum, table_updates=updates))
     y = labels if objective == "bce" else np.zeros(0, np.float32)
     mean = loop.epoch(tf.constant(users), tf.constant(movies), tf.constant(y), 4,
                       tf.constant(negs if objective == "bpr" else np.zeros(0, np.int32)))
@@ -197,9 +198,9 @@ def test_every_update_rule_learns_a_planted_ranking(objective, rule):
                       np.int32)
     sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
     keras.utils.set_random_seed(2)
-    model = build_model("residual", N_USERS, N_MOVIES, latent_dim=4, hidden_units=8)
-    loop = TrainLoop(RowSplitModel(model), BATCH, UpdateRule(**{"learning_rate": 0.1, **rule}),
-                     objective)
+    spec = NetSpec("residual", N_USERS, N_MOVIES, 4, 8, objective=objective)
+    loop = TrainLoop(RowSplitModel(build_model(spec), spec), BATCH,
+                     UpdateRule(**{"learning_rate": 0.1, **rule}))
     data_rng = np.random.default_rng(1)
     losses = []
     for _ in range(30):

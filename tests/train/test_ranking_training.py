@@ -15,7 +15,7 @@ from movierec.data import sparse
 from movierec.data.preprocess import prepare
 from movierec.data.sparse import Seen
 from movierec.nets import scoring
-from movierec.nets.keras_model import objective_of, predicts_ratings
+from movierec.nets.keras_model import weights_of
 from movierec.ranking import metrics as ranking
 from movierec.ranking.topn import recommend_all
 from movierec.train.training import RANKING_HISTORY_COLUMNS, RANKING_VAL_COLUMNS, train
@@ -39,8 +39,8 @@ def _lists_ndcg(data, top):
     return ranking.ranking_metrics(lists, *sparse.csr_take(*rel, users), K)["ndcg"]
 
 
-def _model_ndcg(data, model):
-    weights = scoring.from_model(model)
+def _model_ndcg(data, result):
+    weights = scoring.from_weights(result.spec, weights_of(result.model, result.spec))
     return _lists_ndcg(data, lambda users, seen: recommend_all(weights, users, seen, K)[0]
                        .astype(np.int64))
 
@@ -65,7 +65,7 @@ def runs(data):
 
 
 def test_ranking_objective_beats_the_rating_objective_and_popularity(data, runs):
-    ndcg = {name: _model_ndcg(data, run.model) for name, run in runs.items()}
+    ndcg = {name: _model_ndcg(data, run) for name, run in runs.items()}
     popular = _popularity_ndcg(data)
     assert ndcg["bce"] > 1.05 * popular, (ndcg, popular)
     assert ndcg["bce"] > 1.5 * ndcg["rating"], (ndcg, popular)
@@ -75,8 +75,9 @@ def test_ranking_objective_beats_the_rating_objective_and_popularity(data, runs)
 
 def test_a_ranking_model_is_saved_as_a_scorer(runs):
     bce = runs["bce"]
-    assert objective_of(bce.model) == "bce" and not predicts_ratings(bce.model)
-    assert objective_of(runs["rating"].model) == "rating"
+    assert bce.spec.objective == "bce" and not bce.spec.predicts_ratings
+    assert bce.model.name == "bce_scorer" and "ranking_score" in [x.name for x in bce.model.layers]
+    assert runs["rating"].spec.objective == "rating" and runs["rating"].spec.train_mean > 0
     assert tuple(bce.history.columns) == RANKING_HISTORY_COLUMNS
     assert bce.train_mean == 0.0
     stats = bce.negatives

@@ -1,11 +1,11 @@
 """The network's forward and backward pass written by hand, for the training step.
 
-``steps.TrainLoop`` used to differentiate the model's own Keras layers with a GradientTape.
-At a batch of 128 a step is small arithmetic and large bookkeeping: Keras' layers (Flatten,
-Dot, Add, ...) and the tape's recorded gradient functions add up to several dozen TensorFlow
-ops, and each op costs ~5-10 us of executor overhead whatever its size. Here the same network
-(``model.build_model``: residual, mf or deep, with or without dropout) is about 25 ops for
-the loss and every gradient, with no tape.
+At a batch of 128 a step is small arithmetic and large bookkeeping: differentiating the Keras
+model's own layers (Flatten, Dot, Add, ...) with a GradientTape records several dozen
+TensorFlow ops, and each op costs microseconds of executor overhead whatever its size. Here the
+network a ``NetSpec`` describes (residual, mf or deep, with or without dropout) is about 25 ops
+for the loss and every gradient, with no tape; tests/nets/test_parity.py checks it against the
+tape through the Keras model built from the same spec.
 
 It also takes every weight as an argument: the gathered rows and the dense weights are
 whatever the caller passes, so a ``tf.distribute`` replica can run it on the loop's own
@@ -17,99 +17,34 @@ per gathered row, duplicates not summed), as the gradient of a ``tf.gather`` is.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from movierec.core.config import OBJECTIVES
-
-_MAIN = {"user_bias", "movie_bias", "dot", "main_sum", "main_flat"}
-_SIDE = {"user_flat", "movie_flat", "concat", "hidden", "elu", "side_out"}
-_CLASSES = {"user_embedding": keras.layers.Embedding, "movie_embedding": keras.layers.Embedding,
-            "user_bias": keras.layers.Embedding, "movie_bias": keras.layers.Embedding,
-            "hidden": keras.layers.Dense, "side_out": keras.layers.Dense,
-            "elu": keras.layers.Activation, "dot": keras.layers.Dot,
-            "concat": keras.layers.Concatenate, "dropout": keras.layers.Dropout}
+from movierec.nets.spec import NetSpec
 
 
 class FusedNet:
-    """The hand-written pass of a model built by ``model.build_model``.
+    """The hand-written pass of the network ``spec`` describes.
 
-    ``table_roles`` / ``dense_roles``: the layer (and weight) behind each entry of
-    ``RowSplitModel(model).tables`` / ``.dense``, in that order, which is the order of the
-    ``rows`` and ``dense`` arguments and of the returned gradients.
+    ``table_roles`` / ``dense_roles``: the weight behind each entry of the ``rows`` and
+    ``dense`` arguments and of the returned gradients, in that order (``spec.tables`` and
+    ``spec.dense``; ``keras_model.tables_of`` and ``dense_of`` give a Keras model's).
     """
 
-    def __init__(self, model: keras.Model):
-        names = [layer.name for layer in model.layers]
-        main, side = "user_bias" in names, "hidden" in names
-        kind = {(True, True): "residual", (True, False): "mf", (False, True): "deep"}.get(
-            (main, side))
-        expected = {"user", "movie", "user_embedding", "movie_embedding"}
-        expected |= (_MAIN if main else set()) | (_SIDE if side else set())
-        expected |= ({"residual_sum"} if kind == "residual" else set())
-        expected |= ({"dropout"} if side and "dropout" in names else set())
-        if kind is None or sorted(names) != sorted(expected):
-            raise ValueError(f"FusedNet: model {model.name!r} has layers {names} (expected "
-                             "one of model.build_model's networks: residual, mf or deep)")
-        get = model.get_layer
-        for name, cls in _CLASSES.items():
-            if name in names and not isinstance(get(name), cls):
-                raise ValueError(f"FusedNet: layer {name!r} is a {type(get(name)).__name__} "
-                                 f"(expected {cls.__name__})")
-        self.kind = kind
-        self.dropout = float(get("dropout").rate) if "dropout" in names else 0.0
-        # Same rule as RowSplitModel: Embedding layers in model.layers order, then the other
-        # trainable variables in model order. The order differs between the model kinds (and
-        # with dropout), so it is read here rather than assumed.
-        embeddings = [layer for layer in model.layers
-                      if isinstance(layer, keras.layers.Embedding)]
-        self.table_roles = tuple(layer.name for layer in embeddings)
-        role_of = {id(layer.embeddings): layer.name for layer in embeddings}
-        for name in ("hidden", "side_out") if side else ():
-            role_of[id(get(name).kernel)] = f"{name}/kernel"
-            role_of[id(get(name).bias)] = f"{name}/bias"
-        self.dense_roles = tuple(role_of.get(id(v), v.path) for v in model.trainable_variables
-                                 if id(v) not in {id(e.embeddings) for e in embeddings})
-        self._check(model, names)
+    def __init__(self, spec: NetSpec):
+        self.spec = spec
+        self.kind = spec.variant
+        self.dropout = spec.dropout
+        self.table_roles = tuple(t.name for t in spec.tables)
+        self.dense_roles = tuple(name for name, _ in spec.dense)
         self._t = {r: i for i, r in enumerate(self.table_roles)}
         self._d = {r: i for i, r in enumerate(self.dense_roles)}
 
-    def _check(self, model: keras.Model, names: list[str]) -> None:
-        """What the hand-written math assumes beyond layer names."""
-        get, problems = model.get_layer, []
-        dims = {n: get(n).output_dim for n in self.table_roles}
-        if dims["user_embedding"] != dims["movie_embedding"] or any(
-                dims[n] != 1 for n in ("user_bias", "movie_bias") if n in dims):
-            problems.append(f"embedding widths {dims}")
-        for name in dims:  # user_* tables read input 0, movie_* input 1 (RowSplitModel.feeds)
-            if get(name).input is not model.inputs[0 if name.startswith("user") else 1]:
-                problems.append(f"{name} does not read input {name.split('_')[0]!r}")
-        if "hidden" in names:
-            for name in ("hidden", "side_out"):
-                dense = get(name)
-                if dense.activation is not keras.activations.linear or not dense.use_bias:
-                    problems.append(f"{name} is not linear with a bias")
-            if get("side_out").units != 1 or get("elu").activation is not keras.activations.elu:
-                problems.append("side_out units != 1 or elu is not elu")
-            # Identity, not ==: == on Keras tensors builds a symbolic op.
-            joined = get("concat").input
-            if any(joined[i] is not get(f"{who}_flat").output
-                   or get(f"{who}_flat").input is not get(f"{who}_embedding").output
-                   for i, who in enumerate(("user", "movie"))):
-                problems.append("concat is not [user, movie]")
-        if "dot" in names and get("dot").normalize:
-            problems.append("dot is normalised")
-        expected_dense = ["hidden/kernel", "hidden/bias", "side_out/kernel", "side_out/bias"]
-        if sorted(self.dense_roles) != sorted(expected_dense if "hidden" in names else []):
-            problems.append(f"dense weights {self.dense_roles}")
-        if problems:
-            raise ValueError(f"FusedNet: model {model.name!r} is not as model.build_model "
-                             f"makes it: {'; '.join(problems)}")
-
-    def _forward(self, rows, dense, keep):
-        """Scores (n,) and what the backward reuses: the concatenated embeddings, elu's output
-        and the side branch's input after dropout."""
+    def forward(self, rows, dense, keep=None):
+        """Scores (n,) from gathered rows and dense weights, and what the backward reuses:
+        the concatenated embeddings, elu's output and the side branch's input after dropout.
+        ``keep``: a scaled dropout mask (n, hidden), or None (inference; mf ignores it)."""
         t, d = self._t, self._d
         u, m = rows[t["user_embedding"]], rows[t["movie_embedding"]]
         parts, x, a, ak = [], None, None, None
@@ -127,12 +62,6 @@ class FusedNet:
         s = tf.add_n(parts) if len(parts) > 1 else parts[0]  # (n, 1): one AddN, not three Adds
         return tf.reshape(s, [-1]), (x, a, ak)
 
-    def scores(self, rows: list[tf.Tensor], dense: list[tf.Tensor],
-               keep: tf.Tensor | None = None) -> tf.Tensor:
-        """(n,) outputs from gathered rows and dense weights (RowSplitModel's orders).
-        ``keep``: a scaled dropout mask (n, hidden), or None for inference; mf ignores it."""
-        return self._forward(rows, [tf.convert_to_tensor(v) for v in dense], keep)[0]
-
     def loss_and_grads(self, objective: str, rows: list[tf.Tensor], dense: list[tf.Tensor],
                        targets: tf.Tensor, scale: tf.Tensor, keep: tf.Tensor | None = None
                        ) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
@@ -140,7 +69,7 @@ class FusedNet:
         the objective's per-example loss (bpr: positives' scores then negatives', n/2 terms)."""
         # A variable read per use would add ops: read each dense weight once.
         dense = [tf.convert_to_tensor(v) for v in dense]
-        s, (x, a, ak) = self._forward(rows, dense, keep)
+        s, (x, a, ak) = self.forward(rows, dense, keep)
         if objective == "rating":
             r = s - targets
             terms, ds = tf.square(r), (r + r) / scale

@@ -1,9 +1,9 @@
-"""The tutorial's residual network, in Keras 3.
+"""The tutorial's residual network in Keras 3, built from its spec (``movierec.nets.spec``).
 
 Main branch: dot product of user and movie embeddings plus a user bias and a movie bias.
 Side branch: the two embeddings concatenated -> Dense(hidden) -> elu -> Dense(1).
 The two branches are added. The network predicts a rating centred on the training mean; the
-saved model wraps it with that mean so that it predicts ratings directly.
+saved model wraps it with that mean so that it predicts ratings directly, and carries its spec.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import pandas as pd
 from keras import layers
 
 from movierec.core.columns import MOVIE_IDX_COL, USER_IDX_COL
-from movierec.core.config import MODELS
+from movierec.core.errors import DataError
 from movierec.core.files import atomic_path
+from movierec.nets.spec import MOVIE, USER, NetSpec
 
 # Prediction-only batch size: it changes speed, never the predictions' values beyond float
 # rounding, so it is not a params.yaml knob.
@@ -28,114 +29,81 @@ PREDICT_BATCH_SIZE = 8192
 
 USER_INPUT = "user"
 MOVIE_INPUT = "movie"
-
-
-def build_residual_model(n_users: int, n_movies: int, latent_dim: int = 10,
-                         hidden_units: int = 400, dropout: float = 0.0) -> keras.Model:
-    """Builds the tutorial's network (centred output), layer for layer."""
-    return build_model("residual", n_users, n_movies, latent_dim, hidden_units, dropout)
-
-
-def build_model(kind: str, n_users: int, n_movies: int, latent_dim: int = 10,
-                hidden_units: int = 400, dropout: float = 0.0) -> keras.Model:
-    """The tutorial's network (``residual``) or one of its two branches alone.
-
-    ``mf``: the main branch, dot product plus biases (matrix factorisation, as the course's
-    sibling script). ``deep``: the side branch, concatenate -> Dense -> elu -> Dense(1).
-    ``dropout`` > 0 adds a Dropout layer after the side branch's elu.
-    """
-    if kind not in MODELS:
-        raise ValueError(f"build_model: received kind={kind!r} (expected one of "
-                         f"{', '.join(MODELS)})")
-    for name, value in (("n_users", n_users), ("n_movies", n_movies),
-                        ("latent_dim", latent_dim), ("hidden_units", hidden_units)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"build_model: received {name}={value!r} "
-                             "(expected a positive Python int)")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"build_model: received dropout={dropout!r} (expected [0, 1))")
-    u = keras.Input(shape=(1,), dtype="int32", name=USER_INPUT)
-    m = keras.Input(shape=(1,), dtype="int32", name=MOVIE_INPUT)
-    u_embedding = layers.Embedding(n_users, latent_dim, name="user_embedding")(u)  # (b, 1, K)
-    m_embedding = layers.Embedding(n_movies, latent_dim, name="movie_embedding")(m)
-    branches = []
-
-    if kind in ("residual", "mf"):  # main branch: u.m + b_u + b_m
-        u_bias = layers.Embedding(n_users, 1, name="user_bias")(u)  # (b, 1, 1)
-        m_bias = layers.Embedding(n_movies, 1, name="movie_bias")(m)
-        x = layers.Dot(axes=2, name="dot")([u_embedding, m_embedding])  # (b, 1, 1)
-        x = layers.Add(name="main_sum")([x, u_bias, m_bias])
-        branches.append(layers.Flatten(name="main_flat")(x))  # (b, 1)
-
-    if kind in ("residual", "deep"):  # side branch: an MLP over the concatenated embeddings
-        y = layers.Concatenate(name="concat")([layers.Flatten(name="user_flat")(u_embedding),
-                                               layers.Flatten(name="movie_flat")(m_embedding)])
-        y = layers.Dense(hidden_units, name="hidden")(y)
-        y = layers.Activation("elu", name="elu")(y)
-        if dropout > 0:
-            y = layers.Dropout(dropout, name="dropout")(y)
-        branches.append(layers.Dense(1, name="side_out")(y))
-
-    out = layers.Add(name="residual_sum")(branches) if len(branches) > 1 else branches[0]
-    names = {"residual": "residual_recommender", "mf": "mf_recommender",
-             "deep": "deep_recommender"}
-    return keras.Model(inputs=[u, m], outputs=out, name=names[kind])
-
-
-def expected_weight_count(n_users: int, n_movies: int, latent_dim: int, hidden_units: int,
-                          kind: str = "residual") -> int:
-    """Parameter count by formula: embeddings, plus biases (main branch), plus Dense(2K -> H)
-    and Dense(H -> 1) (side branch)."""
-    embeddings = (n_users + n_movies) * latent_dim
-    biases = n_users + n_movies
-    side = (2 * latent_dim * hidden_units + hidden_units) + (hidden_units + 1)
-    return embeddings + {"residual": biases + side, "mf": biases, "deep": side}[kind]
-
-
-def with_offset(centred: keras.Model, train_mean: float) -> keras.Model:
-    """Wraps the centred network so that it predicts ratings: output + training mean.
-
-    The mean lives in the graph (a Rescaling layer's offset), so it is saved inside the .keras
-    file and a loaded model needs nothing else to predict.
-    """
-    rating = layers.Rescaling(scale=1.0, offset=float(train_mean), name="add_train_mean")(
-        centred.output)
-    return keras.Model(inputs=centred.inputs, outputs=rating, name="rating_predictor")
-
-
-def train_mean_of(model: keras.Model) -> float:
-    """Reads back the training mean stored by :func:`with_offset`."""
-    return float(model.get_layer("add_train_mean").offset)
-
-
+# The spec's entry in the .keras zip, beside Keras' own config.json and weights (Keras reads
+# only its own entries, so the file still loads with plain keras.saving.load_model).
+SPEC_ENTRY = "movierec/net.json"
+TRAIN_MEAN_LAYER = "add_train_mean"
 SCORE_LAYER = "ranking_score"
 
 
-def as_scorer(centred: keras.Model, objective: str) -> keras.Model:
-    """Wraps a network trained for ranking (``bce``, ``bpr``) for saving: its output is a score
-    (for ``bce`` a logit), not a rating, so no mean is added. An identity layer marks it, and
-    the model's name records the objective (:func:`objective_of`)."""
+def build_model(spec: NetSpec) -> keras.Model:
+    """The network ``spec`` describes, centred (no training mean), layer for layer.
+
+    ``residual``: the dot product of the embeddings plus a user and a movie bias (main
+    branch), added to concatenate -> Dense(hidden) -> elu -> Dense(1) (side branch). ``mf``
+    and ``deep`` are the main and the side branch alone. With ``dropout`` > 0 a Dropout layer
+    follows the elu. Layers and weights are named as ``spec.tables`` and ``spec.dense`` say.
+    """
+    u = keras.Input(shape=(1,), dtype="int32", name=USER_INPUT)
+    m = keras.Input(shape=(1,), dtype="int32", name=MOVIE_INPUT)
+    n_rows = {USER: spec.n_users, MOVIE: spec.n_movies}
+    feeds = {USER: u, MOVIE: m}
+    rows = {t.name: layers.Embedding(n_rows[t.reads], t.width, name=t.name)(feeds[t.reads])
+            for t in spec.tables}  # (b, 1, width)
+    u_embedding, m_embedding = rows["user_embedding"], rows["movie_embedding"]
+    branches = []
+    if spec.has_main:  # u.m + b_u + b_m
+        x = layers.Dot(axes=2, name="dot")([u_embedding, m_embedding])  # (b, 1, 1)
+        x = layers.Add(name="main_sum")([x, rows["user_bias"], rows["movie_bias"]])
+        branches.append(layers.Flatten(name="main_flat")(x))  # (b, 1)
+    if spec.has_side:  # an MLP over the concatenated embeddings
+        y = layers.Concatenate(name="concat")([layers.Flatten(name="user_flat")(u_embedding),
+                                               layers.Flatten(name="movie_flat")(m_embedding)])
+        y = layers.Dense(spec.hidden_units, name="hidden")(y)
+        y = layers.Activation("elu", name="elu")(y)
+        if spec.dropout > 0:
+            y = layers.Dropout(spec.dropout, name="dropout")(y)
+        branches.append(layers.Dense(1, name="side_out")(y))
+    out = layers.Add(name="residual_sum")(branches) if len(branches) > 1 else branches[0]
+    return keras.Model(inputs=[u, m], outputs=out, name=f"{spec.variant}_recommender")
+
+
+def tables_of(model: keras.Model, spec: NetSpec) -> list[keras.Variable]:
+    """The embedding tables of a model built from ``spec``, in ``spec.tables`` order."""
+    return [model.get_layer(t.name).embeddings for t in spec.tables]
+
+
+def dense_of(model: keras.Model, spec: NetSpec) -> list[keras.Variable]:
+    """The dense weights of a model built from ``spec``, in ``spec.dense`` order."""
+    out = []
+    for name, _ in spec.dense:
+        layer, weight = name.split("/")
+        out.append(getattr(model.get_layer(layer), weight))
+    return out
+
+
+def weights_of(model: keras.Model, spec: NetSpec) -> dict[str, np.ndarray]:
+    """Every weight as float32 NumPy, named as in ``spec.tables`` and ``spec.dense``."""
+    names = [t.name for t in spec.tables] + [name for name, _ in spec.dense]
+    values = tables_of(model, spec) + dense_of(model, spec)
+    return {n: np.asarray(v, dtype=np.float32) for n, v in zip(names, values, strict=True)}
+
+
+def for_saving(centred: keras.Model, spec: NetSpec) -> keras.Model:
+    """The model that is saved: a rating model predicts stars (output + the training mean,
+    held in the graph by a Rescaling layer's offset, so plain Keras predicts stars too); a
+    ranking model outputs its score (for ``bce`` a logit) through an identity layer."""
+    if spec.predicts_ratings:
+        rating = layers.Rescaling(scale=1.0, offset=float(spec.train_mean),
+                                  name=TRAIN_MEAN_LAYER)(centred.output)
+        return keras.Model(inputs=centred.inputs, outputs=rating, name="rating_predictor")
     score = layers.Identity(name=SCORE_LAYER)(centred.output)
-    return keras.Model(inputs=centred.inputs, outputs=score, name=f"{objective}_scorer")
+    return keras.Model(inputs=centred.inputs, outputs=score, name=f"{spec.objective}_scorer")
 
 
-def predicts_ratings(model: keras.Model) -> bool:
-    """True for a rating predictor (:func:`with_offset`), False for a ranking scorer."""
-    return any(layer.name == "add_train_mean" for layer in model.layers)
-
-
-def objective_of(model: keras.Model) -> str:
-    """The objective a saved model was trained with: rating, bce or bpr."""
-    if predicts_ratings(model):
-        return "rating"
-    if any(layer.name == SCORE_LAYER for layer in model.layers):
-        return model.name.removesuffix("_scorer")
-    raise ValueError(f"model {model.name!r} is neither a rating predictor nor a ranking scorer "
-                     "(expected a model saved by the train stage)")
-
-
-def save_model(model: keras.Model, path: str | Path) -> None:
-    """Saves atomically and byte-reproducibly: the same weights give the same file.
+def save_model(model: keras.Model, spec: NetSpec, path: str | Path) -> None:
+    """Saves the model and its spec atomically and byte-reproducibly: the same weights give
+    the same file.
 
     Keras stamps the save time into ``metadata.json`` and one zip entry, and writes Python
     object addresses as ``shared_object_id`` in ``config.json``; all three vary from run to run
@@ -145,7 +113,7 @@ def save_model(model: keras.Model, path: str | Path) -> None:
     """
     with atomic_path(path, suffix=".tmp.keras") as tmp:
         model.save(tmp)
-        tmp.write_bytes(_reproducible_archive(tmp.read_bytes()))
+        tmp.write_bytes(_reproducible_archive(tmp.read_bytes(), spec))
 
 
 def _renumber_shared_ids(node: object, ids: dict[int, int]) -> object:
@@ -158,7 +126,7 @@ def _renumber_shared_ids(node: object, ids: dict[int, int]) -> object:
     return node
 
 
-def _reproducible_archive(archive: bytes) -> bytes:
+def _reproducible_archive(archive: bytes, spec: NetSpec) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(archive)) as zin, zipfile.ZipFile(out, "w") as zout:
         for info in zin.infolist():
@@ -173,12 +141,37 @@ def _reproducible_archive(archive: bytes) -> bytes:
             fixed.compress_type = info.compress_type
             fixed.external_attr = info.external_attr
             zout.writestr(fixed, data)
+        entry = zipfile.ZipInfo(SPEC_ENTRY, date_time=(1980, 1, 1, 0, 0, 0))
+        entry.compress_type = zipfile.ZIP_DEFLATED
+        zout.writestr(entry, spec.to_json())
     return out.getvalue()
 
 
 def load_model(path: str | Path) -> keras.Model:
     """Loads a saved model in Keras' safe mode (no arbitrary code from the file)."""
     return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def load_spec(path: str | Path) -> NetSpec:
+    """The spec saved inside a model file by :func:`save_model`."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            text = zf.read(SPEC_ENTRY)
+    except KeyError:
+        raise DataError(f"{path}: no {SPEC_ENTRY} inside (expected a model saved by the train "
+                        "stage; retrain it with `dvc repro`)") from None
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .keras file ({exc})") from None
+    try:
+        return NetSpec.from_json(text)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: {SPEC_ENTRY}: {exc}") from None
+
+
+def load_net(path: str | Path) -> tuple[keras.Model, NetSpec]:
+    """A saved model and its spec."""
+    spec = load_spec(path)
+    return load_model(path), spec
 
 
 def model_inputs(df: pd.DataFrame) -> list[np.ndarray]:

@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from movierec.core.errors import MovieRecError
+from movierec.nets.spec import NetSpec
 
 # Movies per tile: 256 movies x 400 hidden units x 2 arrays x 4 bytes = 800 KiB, within L2.
 TILE = 256
@@ -42,7 +43,7 @@ class ScoringError(MovieRecError, ValueError):
 
 @dataclass(frozen=True)
 class ScoringWeights:
-    """The network's weights rearranged for scoring; built by :func:`from_model`.
+    """The network's weights rearranged for scoring; built by :func:`from_weights`.
 
     A branch that the model lacks (``mf`` has no side branch, ``deep`` no main branch) is
     represented by zeros where that keeps the formula, and ``has_side``/``has_main`` flags.
@@ -114,32 +115,24 @@ def _main_all(user_emb, users, movie_emb_t, user_const, movie_const, has_main, o
             row[m] += user_const[u] + movie_const[m]
 
 
-def from_model(model) -> ScoringWeights:
-    """Reads the weights of a rating predictor (``keras_model.with_offset``), a ranking
-    scorer (``as_scorer``) or the bare network being trained (no mean: 0)."""
-    from movierec.nets.keras_model import (  # keras only when a model is read
-        predicts_ratings,
-        train_mean_of,
-    )
+def from_weights(spec: NetSpec, weights: dict[str, np.ndarray]) -> ScoringWeights:
+    """The scorer of the network ``spec`` describes, from its weights named as in
+    ``spec.tables`` and ``spec.dense`` (``keras_model.weights_of``). A rating model's
+    training mean is in the constants, so its scores are ratings."""
+    def get(name: str) -> np.ndarray:
+        return np.asarray(weights[name], dtype=np.float32)
 
-    names = {layer.name for layer in model.layers}
-
-    def weights(name: str) -> list[np.ndarray]:
-        return [np.asarray(w, dtype=np.float32) for w in model.get_layer(name).get_weights()]
-
-    (user_emb,), (movie_emb,) = weights("user_embedding"), weights("movie_embedding")
+    user_emb, movie_emb = get("user_embedding"), get("movie_embedding")
     n_users, k = user_emb.shape
     n_movies = movie_emb.shape[0]
-    has_main, has_side = "dot" in names, "hidden" in names
-    mean = np.float32(train_mean_of(model) if predicts_ratings(model) else 0.0)
-    user_const = (weights("user_bias")[0][:, 0] if has_main
-                  else np.zeros(n_users, np.float32))
-    movie_const = (weights("movie_bias")[0][:, 0] if has_main
+    has_main, has_side = spec.has_main, spec.has_side
+    mean = np.float32(spec.train_mean)
+    user_const = get("user_bias")[:, 0] if has_main else np.zeros(n_users, np.float32)
+    movie_const = (get("movie_bias")[:, 0] if has_main
                    else np.zeros(n_movies, np.float32)) + mean
     if has_side:
-        w1, b1 = weights("hidden")
-        w2, b2 = weights("side_out")
-        w2 = w2[:, 0]
+        w1, b1 = get("hidden/kernel"), get("hidden/bias")
+        w2, b2 = get("side_out/kernel")[:, 0], get("side_out/bias")
         movie_hidden = movie_emb @ w1[k:] + b1  # (n_movies, H)
         movie_const = movie_const + (b2[0] - w2.sum(dtype=np.float32))
         user_kernel = w1[:k]

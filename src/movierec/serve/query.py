@@ -73,18 +73,18 @@ class Recommender:
 
     @classmethod
     def load(cls, paths: dict[str, Path]) -> Recommender:
-        from movierec.nets.keras_model import load_model, objective_of  # imports keras, only here
+        from movierec.nets.keras_model import load_net, weights_of  # imports keras, only here
 
         for name in ("model", "train", "user_index", "movie_index"):
             if not paths[name].exists():
                 raise MovieRecError(f"{paths[name]} not found (expected the pipeline's outputs: "
                                     "run `dvc repro` or `dvc pull` first)")
-        model = load_model(paths["model"])
-        weights = scoring.from_model(model)
+        model, spec = load_net(paths["model"])
+        weights = scoring.from_weights(spec, weights_of(model, spec))
         users = read_parquet(paths["user_index"], columns=[USER_COL])[USER_COL].to_numpy()
         movies = read_parquet(paths["movie_index"])
         seen = Seen.read(paths["train"], weights.n_users, weights.n_movies)
-        return cls(weights, users, movies, seen, objective_of(model))
+        return cls(weights, users, movies, seen, spec.objective)
 
     def user_index(self, user_id: int) -> int:
         i = int(np.searchsorted(self.user_ids, user_id))

@@ -33,7 +33,7 @@ class RankingProbe:
         self.relevant = sparse.csr_take(rel_indptr, rel_indices, self.users)
 
     def ndcg(self, weights: scoring.ScoringWeights) -> float:
-        """NDCG@k averaged over the probe's users, for weights read by ``scoring.from_model``
+        """NDCG@k averaged over the probe's users, for weights read by ``scoring.from_weights``
         (read once per epoch by the caller, shared by the probes of several splits)."""
         if len(self.users) == 0:
             return float("nan")

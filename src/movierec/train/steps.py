@@ -41,9 +41,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from movierec.core.config import OBJECTIVES, OPTIMIZERS, TABLE_UPDATES
 from movierec.nets.fused import FusedNet, dropout_keep
-from movierec.nets.keras_model import PREDICT_BATCH_SIZE
+from movierec.nets.keras_model import PREDICT_BATCH_SIZE, dense_of, tables_of
+from movierec.nets.spec import USER, NetSpec
 from movierec.train.rules import UpdateRule
 
 NONE = tf.VariableAggregation.NONE  # each replica updates its own copy
@@ -57,31 +57,20 @@ def _tf_variable(variable: keras.Variable) -> tf.Variable:
 
 
 class RowSplitModel:
-    """A Keras model split at its embedding lookups.
+    """A Keras model built from ``spec`` (``keras_model.build_model``), split at its
+    embedding lookups: ``lookup`` gathers the rows of each of ``spec.tables`` for a batch of
+    ids and ``head`` runs the model's own remaining layers on them."""
 
-    Every ``Embedding`` layer must read one of the model's inputs directly (true of the
-    tutorial's network). ``lookup`` gathers the rows of each table for a batch of ids and
-    ``head`` runs the remaining layers, the model's own, on them.
-    """
-
-    def __init__(self, model: keras.Model):
-        self.model = model
-        layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Embedding)]
-        self.feeds = []
-        for layer in layers:
-            feed = [i for i, t in enumerate(model.inputs) if t is layer.input]
-            if not feed:
-                raise ValueError(f"RowSplitModel: embedding {layer.name!r} does not read a model "
-                                 "input directly (expected Input -> Embedding)")
-            self.feeds.append(feed[0])
+    def __init__(self, model: keras.Model, spec: NetSpec):
+        self.model, self.spec = model, spec
+        layers = [model.get_layer(t.name) for t in spec.tables]
+        self.feeds = [0 if t.reads == USER else 1 for t in spec.tables]  # the model's inputs
         self.tail = keras.Model([layer.output for layer in layers], model.output,
                                 name=f"{model.name}_after_lookups")
-        self.tables = [_tf_variable(layer.embeddings) for layer in layers]
-        table_ids = {id(layer.embeddings) for layer in layers}
-        rest = [v for v in model.trainable_variables if id(v) not in table_ids]
-        self.dense = [_tf_variable(v) for v in rest]
+        self.tables = [_tf_variable(v) for v in tables_of(model, spec)]
+        self.dense = [_tf_variable(v) for v in dense_of(model, spec)]
         # Which of them are Dense kernels, the weights an L2 "kernel regulariser" penalises.
-        self.is_kernel = [v.path.endswith("/kernel") for v in rest]
+        self.is_kernel = [name.endswith("/kernel") for name, _ in spec.dense]
 
     def lookup(self, ids: list[tf.Tensor]) -> list[tf.Tensor]:
         """Each table's rows (b, K) for a batch of input ids (one (b,) tensor per model input).
@@ -101,43 +90,22 @@ class RowSplitModel:
         return self.head(self.lookup(ids), training)
 
 
-def _check(objective: str, rule: UpdateRule) -> None:
-    for name, value, allowed in (("objective", objective, OBJECTIVES),
-                                 ("table_updates", rule.table_updates, TABLE_UPDATES),
-                                 ("optimizer", rule.optimizer, OPTIMIZERS)):
-        if value not in allowed:
-            raise ValueError(f"TrainLoop: received {name}={value!r} "
-                             f"(expected one of {', '.join(allowed)})")
-    if rule.adam and rule.table_updates == "lazy":
-        raise ValueError("TrainLoop: lazy table updates are for sgd (received adam; "
-                         "expected dense or sparse)")
-    if rule.whole_table_l2 and rule.table_updates == "sparse":
-        raise ValueError("TrainLoop: a whole_table L2 penalty needs lazy or dense table "
-                         "updates (received sparse)")
-
-
 class TrainLoop:
     """The training loop over a :class:`RowSplitModel`, many steps per TensorFlow call, under
-    ``strategy`` (default: the current one, a single device outside any scope)."""
+    ``strategy`` (default: the current one, a single device outside any scope), minimising
+    the spec's objective. ``rule`` comes from validated params (``UpdateRule.from_params``)."""
 
     def __init__(self, split: RowSplitModel, batch_size: int, rule: UpdateRule | None = None,
-                 objective: str = "rating", strategy: tf.distribute.Strategy | None = None,
-                 seed: int = 0):
+                 strategy: tf.distribute.Strategy | None = None, seed: int = 0):
         rule = rule or UpdateRule()
-        _check(objective, rule)
-        self.split, self.net = split, FusedNet(split.model)
-        self.objective, self.rule, self.seed = objective, rule, seed
+        self.split, self.net = split, FusedNet(split.spec)
+        self.objective, self.rule, self.seed = split.spec.objective, rule, seed
         self.batch_size = batch_size
         self.lazy = rule.table_updates == "lazy"
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
-        self.inputs = sorted(set(split.feeds))
-        if self.inputs != [0, 1]:
-            raise ValueError(f"TrainLoop: the model's tables read inputs {self.inputs} "
-                             "(expected tables for both the user and the movie input)")
-        hidden = [v for v, role in zip(split.dense, self.net.dense_roles, strict=True)
-                  if role == "hidden/bias"]
-        self.hidden_units = int(hidden[0].shape[0]) if hidden else 0
+        self.inputs = [0, 1]  # every spec has user and movie tables
+        self.hidden_units = split.spec.hidden_units if split.spec.has_side else 0
         # The loop's tables are one per input: the user embedding and the user bias side by side
         # (n_users, K + 1), the same for movies, so a step gathers, catches up and updates one
         # table per input. ``columns[f]``: (Keras table index, width) in column order.
@@ -161,9 +129,13 @@ class TrainLoop:
         self._pending = 0  # steps since every row was last caught up
         spec = tf.TensorSpec([None], tf.int32)
         powers = tf.TensorSpec([None, 4], tf.float32)
-        self._run_steps_fn = tf.function(self._run_steps, input_signature=[
+        from movierec.train.distribute import bounded
+
+        # multi_worker: a call that waits on the other tasks for train.collective_timeout with
+        # no step done fails (elsewhere the tf.function itself).
+        self._run_steps_fn = bounded(self.strategy, tf.function(self._run_steps, input_signature=[
             spec, spec, tf.TensorSpec([None], tf.float32), spec,
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32), powers])
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32), powers]), self.step)
         self.predict_batch = tf.function(self._predict_batch, input_signature=[spec, spec])
         self._catch_up_fn = tf.function(self._catch_up_all, input_signature=[powers])
         self._pull_fn = tf.function(self._pull)

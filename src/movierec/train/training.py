@@ -25,7 +25,8 @@ from movierec.core.config import TrainParams
 from movierec.core.errors import DataError
 from movierec.core.stage import raise_if_stopped
 from movierec.nets import scoring
-from movierec.nets.keras_model import as_scorer, build_model, with_offset
+from movierec.nets.keras_model import build_model, for_saving, weights_of
+from movierec.nets.spec import NetSpec
 from movierec.train import checkpoint, distribute, objectives
 from movierec.train.distribute import Placement
 from movierec.train.negatives import NegativeSampler
@@ -59,6 +60,7 @@ def make_deterministic(seed: int) -> None:
 class TrainResult:
     # rating: predicts ratings (the training mean is inside); ranking objectives: a score
     model: keras.Model
+    spec: NetSpec  # what the model is: saved with it (keras_model.save_model)
     history: pd.DataFrame  # (RANKING_)HISTORY_COLUMNS (+ (RANKING_)VAL_COLUMNS), per epoch
     train_mean: float  # the rating objective's centring (0 for the ranking objectives)
     seconds: float  # everything: epochs and per-epoch scoring
@@ -133,11 +135,10 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
     :func:`distribute.start`'s for the params: threads, devices)."""
     place = place or distribute.start(params)
     make_deterministic(params.seed)
-    centred = build_model(params.model, n_users, n_movies, params.latent_dim,
-                          params.hidden_units, params.dropout)
-    return centred, TrainLoop(RowSplitModel(centred), params.batch_size,
-                              UpdateRule.from_params(params), params.objective,
-                              place.strategy, seed=params.seed)
+    spec = NetSpec.for_training(params, n_users, n_movies)
+    centred = build_model(spec)
+    return centred, TrainLoop(RowSplitModel(centred, spec), params.batch_size,
+                              UpdateRule.from_params(params), place.strategy, seed=params.seed)
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
@@ -200,6 +201,7 @@ class _Scores:
                  params: TrainParams, n_users: int, n_movies: int):
         self.ranks = params.ranks
         self.centred = centred
+        self.spec = loop.split.spec
         self.k = params.ndcg_k
         if self.ranks:  # NDCG@k of top-k lists over the catalogue minus the user's fit movies
             def probe(df: pd.DataFrame) -> RankingProbe:
@@ -223,7 +225,8 @@ class _Scores:
                     ) -> tuple[list[float], float | None, str]:
         """(the row after the epoch number, criterion, a note for the log)."""
         if self.ranks:
-            weights = scoring.from_model(self.centred)  # once per epoch, for both probes
+            # Once per epoch, for both probes.
+            weights = scoring.from_weights(self.spec, weights_of(self.centred, self.spec))
             test = self.test[0].ndcg(weights)
             row = [train_loss + train_penalty, self.test[1](), test]
             if self.val is None:
@@ -351,9 +354,8 @@ def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFram
     if not n_examples:  # resumed after the last epoch: count what an epoch holds
         n_examples = len(fit_df) * objectives.examples_per_rating(params.objective,
                                                                   params.negatives)
-    model = (as_scorer(centred, params.objective) if params.ranks
-             else with_offset(centred, mu))
-    return TrainResult(model=model, history=history, train_mean=mu,
+    spec = dataclasses.replace(loop.split.spec, train_mean=mu)
+    return TrainResult(model=for_saving(centred, spec), spec=spec, history=history, train_mean=mu,
                        seconds=seconds, fit_seconds=fit_seconds,
                        samples_per_second=n_examples * len(rows) / max(fit_seconds, 1e-9),
                        best_epoch=best_epoch, n_fit=len(fit_df), examples_per_epoch=n_examples,

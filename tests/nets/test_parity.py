@@ -1,29 +1,30 @@
-"""The hand-written forward and backward pass (fused.FusedNet) against a GradientTape through
-the Keras model's own layers, for every model kind and objective; the dropout masks."""
+"""The three implementations of the network built from one spec agree: the Keras model, the
+hand-written forward and backward pass (``fused.FusedNet``, against a GradientTape through the
+Keras model's own layers) and the fast scorer (``scoring``, on every (user, movie) pair), for
+every variant and objective; and the dropout masks."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from support import reference
+from support.nets import KINDS, OBJECTIVES, random_model, saved_form, scorer, spec_of
 
+from movierec.nets import scoring
 from movierec.nets.fused import FusedNet, dropout_keep
-from movierec.nets.keras_model import build_model, with_offset
+from movierec.nets.keras_model import build_model, dense_of, tables_of
 from movierec.train.steps import RowSplitModel
 
 N_USERS, N_MOVIES, K, H = 50, 40, 6, 16
 B = 24  # examples per batch (bpr: triples, so 2B scores)
-KINDS = ("residual", "mf", "deep")
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 
-def _model(kind: str, dropout: float = 0.0, seed: int = 0) -> keras.Model:
-    """A model with every weight random: zero biases (Keras' init) would hide bugs."""
-    model = build_model(kind, N_USERS, N_MOVIES, K, H, dropout)
-    rng = np.random.default_rng(seed)
-    for v in model.trainable_variables:
-        v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
-    return model
+def _net(kind: str, dropout: float = 0.0, seed: int = 0, objective: str = "rating"):
+    """(Keras model with random weights, its RowSplitModel, its FusedNet), one spec."""
+    spec = spec_of(kind, N_USERS, N_MOVIES, K, H, dropout, objective)
+    model = random_model(spec, seed)
+    return model, RowSplitModel(model, spec), FusedNet(spec)
 
 
 def _batch(objective: str, seed: int = 1):
@@ -67,8 +68,7 @@ def _assert_same(got, expected, rows, dense):
 @pytest.mark.parametrize("objective", ["rating", "bce", "bpr"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_loss_and_grads_match_keras_tape(kind, objective):
-    model = _model(kind)
-    split, net = RowSplitModel(model), FusedNet(model)
+    _, split, net = _net(kind, objective=objective)
     ids, targets = _batch(objective)
     rows = split.lookup(ids)
     scale = tf.constant(37.0)
@@ -84,12 +84,11 @@ def test_loss_and_grads_match_keras_tape(kind, objective):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_scores_match_model(kind):
-    model = _model(kind)
-    split, net = RowSplitModel(model), FusedNet(model)
+def test_forward_matches_model(kind):
+    model, split, net = _net(kind)
     ids, _ = _batch("rating")
     predicted = model.predict([i[:, None] for i in ids], verbose=0).reshape(-1)
-    got = net.scores(split.lookup(ids), split.dense)
+    got = net.forward(split.lookup(ids), split.dense)[0]
     assert got.shape == (B,)
     np.testing.assert_allclose(got.numpy(), predicted, **TOL)
     np.testing.assert_allclose(got.numpy(), split.forward(ids, training=False).numpy(), **TOL)
@@ -97,19 +96,26 @@ def test_scores_match_model(kind):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("kind", KINDS)
-def test_roles_follow_row_split_model_order(kind, dropout):
-    model = build_model(kind, N_USERS, N_MOVIES, K, H, dropout)
-    split, net = RowSplitModel(model), FusedNet(model)
-    assert net.kind == kind
-    assert net.dropout == (dropout if kind != "mf" else 0.0)
-    assert list(net.table_roles) == [t.name.split("/")[0] for t in split.tables]
-    assert list(net.dense_roles) == [v.name.split(":")[0] for v in split.dense]
+def test_every_weight_of_the_keras_model_is_one_the_spec_names(kind, dropout):
+    """A layer added to the Keras builder but not to the spec (or the other way round) fails
+    here: the implementations are built from the spec's list of weights."""
+    spec = spec_of(kind, N_USERS, N_MOVIES, K, H, dropout)
+    model = build_model(spec)
+    named = tables_of(model, spec) + dense_of(model, spec)
+    assert sorted(id(v) for v in named) == sorted(id(v) for v in model.trainable_variables)
+    assert [tuple(v.shape) for v in tables_of(model, spec)] == [
+        ({"user": N_USERS, "movie": N_MOVIES}[t.reads], t.width) for t in spec.tables]
+    assert [tuple(v.shape) for v in dense_of(model, spec)] == [s for _, s in spec.dense]
+    assert ("dropout" in {layer.name for layer in model.layers}) == (
+        dropout > 0 and spec.has_side)
+    net = FusedNet(spec)
+    assert net.table_roles == tuple(t.name for t in spec.tables)
+    assert net.dense_roles == tuple(name for name, _ in spec.dense)
 
 
 @pytest.mark.parametrize("objective", ["rating", "bce", "bpr"])
 def test_dropout_matches_keras_layers_with_the_same_mask(objective):
-    model = _model("residual", dropout=0.3)
-    split, net = RowSplitModel(model), FusedNet(model)
+    model, split, net = _net("residual", dropout=0.3, objective=objective)
     assert net.dropout == pytest.approx(0.3)
     ids, targets = _batch(objective)
     rows = split.lookup(ids)
@@ -130,10 +136,10 @@ def test_dropout_matches_keras_layers_with_the_same_mask(objective):
     expected = _tape(split, rows, objective, targets, scale, keras_scores)
     _assert_same(net.loss_and_grads(objective, rows, split.dense, targets, scale, keep),
                  expected, rows, split.dense)
-    np.testing.assert_allclose(net.scores(rows, split.dense, keep).numpy(),
+    np.testing.assert_allclose(net.forward(rows, split.dense, keep)[0].numpy(),
                                keras_scores(rows).numpy(), **TOL)
     # Without a mask: inference, the model's own Dropout layer off.
-    np.testing.assert_allclose(net.scores(rows, split.dense).numpy(),
+    np.testing.assert_allclose(net.forward(rows, split.dense)[0].numpy(),
                                split.head(rows, training=False).numpy(), **TOL)
 
 
@@ -159,8 +165,7 @@ def test_dropout_keep_values_fraction_and_seeding():
 
 @pytest.mark.parametrize("objective", ["bce", "bpr"])
 def test_extreme_scores_stay_finite(objective):
-    model = _model("residual")
-    split, net = RowSplitModel(model), FusedNet(model)
+    _, split, net = _net("residual", objective=objective)
     ids, targets = _batch(objective)
     rows = split.lookup(ids)
     signs = np.where(np.arange(B) % 2 == 0, 1.0, -1.0).astype(np.float32)
@@ -179,32 +184,8 @@ def test_extreme_scores_stay_finite(objective):
     _assert_same((terms, row_grads, dense_grads), expected, rows, split.dense)
 
 
-def test_rejects_other_models():
-    wrapped = with_offset(build_model("residual", N_USERS, N_MOVIES, K, H), 3.5)
-    with pytest.raises(ValueError, match="add_train_mean"):
-        FusedNet(wrapped)
-    inputs = keras.Input(shape=(4,), name="x")
-    other = keras.Model(inputs, keras.layers.Dense(1, name="hidden")(inputs))
-    with pytest.raises(ValueError, match="has layers"):
-        FusedNet(other)
-    model = _model("mf")
-    rows = RowSplitModel(model).lookup(_batch("rating")[0])
-    with pytest.raises(ValueError, match="objective"):
-        FusedNet(model).loss_and_grads("hinge", rows, [], tf.zeros([B]), tf.constant(1.0))
-
-
-def test_rejects_a_lookalike_with_another_activation():
-    config = build_model("deep", N_USERS, N_MOVIES, K, H).get_config()
-    for layer in config["layers"]:
-        if layer["name"] == "elu":
-            layer["config"]["activation"] = "relu"
-    with pytest.raises(ValueError, match="elu is not elu"):
-        FusedNet(keras.Model.from_config(config))
-
-
 def test_runs_in_a_replica_context():
-    model = _model("residual", dropout=0.3)
-    split, net = RowSplitModel(model), FusedNet(model)
+    _, split, net = _net("residual", dropout=0.3)
     ids, targets = _batch("rating")
     scale = tf.constant(float(B))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
@@ -222,3 +203,82 @@ def test_runs_in_a_replica_context():
     expected = net.loss_and_grads("rating", split.lookup(ids), split.dense, targets, scale, keep)
     for g, e in zip(tf.nest.flatten(got), tf.nest.flatten(expected), strict=True):
         np.testing.assert_allclose(g.numpy(), e.numpy(), **TOL)
+
+
+# The scorer against the saved Keras model, on every (user, movie) pair.
+S_USERS, S_MOVIES = 41, 67
+
+
+def _keras_scores(model: keras.Model) -> np.ndarray:
+    users = np.repeat(np.arange(S_USERS), S_MOVIES).reshape(-1, 1)
+    movies = np.tile(np.arange(S_MOVIES), S_USERS).reshape(-1, 1)
+    out = model.predict([users, movies], batch_size=8192, verbose=0)
+    return np.asarray(out).reshape(S_USERS, S_MOVIES)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_scorer_equals_the_keras_model_on_every_pair(kind, objective):
+    spec = spec_of(kind, S_USERS, S_MOVIES, 6, 24, objective=objective, train_mean=3.5)
+    model = saved_form(spec, seed=1, scale=0.7)
+    expected = _keras_scores(model)
+    weights = scorer(model, spec)
+    users = np.arange(S_USERS)
+    np.testing.assert_allclose(scoring.score_block(weights, users), expected, atol=2e-5)
+    # The per-pair exp path (used when exp(U) exp(V) could overflow) and candidate re-scoring.
+    np.testing.assert_allclose(scoring.score_block(weights, users, exact_exp=True), expected,
+                               atol=2e-5)
+    every = np.tile(np.arange(S_MOVIES), (S_USERS, 1))
+    np.testing.assert_allclose(scoring.score_pairs(weights, users, every), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scorer_falls_back_to_one_exp_per_term_for_large_weights(kind):
+    spec = spec_of(kind, S_USERS, S_MOVIES, 6, 24, train_mean=3.5)
+    model = saved_form(spec, seed=1, scale=5.0)
+    big = scorer(model, spec)
+    users = np.arange(S_USERS)
+    assert not scoring.product_trick_is_exact(big, big.user_hidden(users)) or kind == "mf"
+    huge = _keras_scores(model)
+    tol = 2e-6 * np.abs(huge).max()  # float32 sums of terms this large
+    every = np.tile(np.arange(S_MOVIES), (S_USERS, 1))
+    np.testing.assert_allclose(scoring.score_block(big, users), huge, atol=tol)
+    np.testing.assert_allclose(scoring.score_pairs(big, users, every), huge, atol=tol)
+
+
+def test_a_trained_model_scores_as_keras_does(twin_30k):
+    from movierec.core.config import TrainParams
+    from movierec.data.preprocess import prepare
+    from movierec.train.training import train
+
+    prepared = prepare(twin_30k.ratings, twin_30k.movies, 0.2, 1)
+    n_users, n_movies = len(prepared.users), len(prepared.movies)
+    result = train(prepared.train, prepared.test, n_users, n_movies,
+                   TrainParams(epochs=1, latent_dim=8, hidden_units=32))
+    weights = scorer(result.model, result.spec)
+    users = np.arange(n_users)
+    pairs = [np.repeat(users, n_movies).reshape(-1, 1),
+             np.tile(np.arange(n_movies), n_users).reshape(-1, 1)]
+    expected = result.model.predict(pairs, batch_size=65536, verbose=0).reshape(n_users, n_movies)
+    np.testing.assert_allclose(scoring.score_block(weights, users), expected, atol=2e-5)
+
+
+def test_block_size_and_padding_do_not_change_scores():
+    spec = spec_of("residual", S_USERS, S_MOVIES, 6, 24, train_mean=3.5)
+    weights = scorer(saved_form(spec, seed=1, scale=0.7), spec)
+    whole = scoring.score_block(weights, np.arange(S_USERS))
+    for size in (1, 3, 5, 16):
+        parts = [scoring.score_block(weights, np.arange(s, min(S_USERS, s + size)))
+                 for s in range(0, S_USERS, size)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_non_finite_weights_are_refused():
+    spec = spec_of("residual", S_USERS, S_MOVIES, 6, 24, train_mean=3.5)
+    model = saved_form(spec, seed=1)
+    layer = model.get_layer("movie_embedding")
+    w = layer.get_weights()[0]
+    w[3, 1] = np.nan
+    layer.set_weights([w])
+    with pytest.raises(scoring.ScoringError, match="movie_embedding weights hold NaN"):
+        scorer(model, spec)

@@ -1,0 +1,46 @@
+"""Small networks with random weights for the tests, built from a spec as the library does."""
+
+import keras
+import numpy as np
+
+from movierec.nets import scoring
+from movierec.nets.keras_model import build_model, for_saving, weights_of
+from movierec.nets.spec import NetSpec
+
+KINDS = ("residual", "mf", "deep")
+OBJECTIVES = ("rating", "bce", "bpr")
+
+
+def spec_of(kind: str, n_users: int, n_movies: int, latent_dim: int = 6, hidden: int = 16,
+            dropout: float = 0.0, objective: str = "rating", train_mean: float = 0.0) -> NetSpec:
+    return NetSpec(kind, n_users, n_movies, latent_dim, hidden, dropout, objective,
+                   train_mean if objective == "rating" else 0.0)
+
+
+def random_model(spec: NetSpec, seed: int = 0, scale: float = 0.5) -> keras.Model:
+    """The centred network of ``spec`` with every weight drawn from N(0, scale): Keras'
+    zero biases would hide bugs, and a wide spread puts the side branch's inputs on both
+    sides of elu's kink."""
+    model = build_model(spec)
+    rng = np.random.default_rng(seed)
+    for v in model.trainable_variables:
+        v.assign(rng.normal(0.0, scale, v.shape).astype(np.float32))
+    return model
+
+
+def saved_form(spec: NetSpec, seed: int = 0, scale: float = 0.5) -> keras.Model:
+    """What the train stage saves for ``spec``: a rating model adds the mean."""
+    return for_saving(random_model(spec, seed, scale), spec)
+
+
+def scorer(model: keras.Model, spec: NetSpec) -> scoring.ScoringWeights:
+    return scoring.from_weights(spec, weights_of(model, spec))
+
+
+def expected_weight_count(spec: NetSpec) -> int:
+    """The tutorial's parameter count by formula: embeddings, plus biases (main branch), plus
+    Dense(2K -> H) and Dense(H -> 1) (side branch)."""
+    n, m, k, h = spec.n_users, spec.n_movies, spec.latent_dim, spec.hidden_units
+    main = n + m if spec.has_main else 0
+    side = (2 * k * h + h) + (h + 1) if spec.has_side else 0
+    return (n + m) * k + main + side
