@@ -93,3 +93,30 @@ def test_closure_follows_lazy_and_transitive_imports(tmp_path):
                                          "movierec.low.b", "movierec.low.c"}
     assert imports_of(pkg / "low" / "a.py", module_files(tmp_path), "movierec.low.a") == {
         "movierec", "movierec.low", "movierec.low.b"}
+
+
+def test_importing_the_package_changes_nothing_in_the_process():
+    """No import-time side effects: environment, stderr and signal handlers stay as they were
+    after importing every module (but ``core.quiet_start``, whose one job is to install the
+    stderr filter, and only entry points import it)."""
+    modules = [m for m in module_files() if m != "movierec.core.quiet_start"]
+    # The third-party libraries first: TensorFlow and h5py set variables of their own on import.
+    code = f"""
+import importlib, os, signal, sys
+import keras, matplotlib, numba, numpy, pandas, pyarrow, tensorflow, yaml
+env, err = dict(os.environ), os.fstat(2)
+handlers = {{s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}}
+for name in {modules!r}:
+    importlib.import_module(name)
+changed = sorted(k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k))
+assert not changed, f"environment changed: {{changed}}"
+now = os.fstat(2)
+assert (now.st_dev, now.st_ino) == (err.st_dev, err.st_ino), "stderr was redirected"
+assert sys.stderr is sys.__stderr__, "sys.stderr was replaced"
+assert {{s: signal.getsignal(s) for s in handlers}} == handlers, "signal handlers changed"
+print("unchanged")
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False, env=env, cwd=ROOT)
+    assert done.returncode == 0 and "unchanged" in done.stdout, done.stderr[-3000:]

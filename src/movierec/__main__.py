@@ -69,6 +69,56 @@ def _table(items, value_header: str, value_format: str) -> str:
     return "\n".join(lines)
 
 
+def _similar(recommender, args) -> tuple[str, dict, str]:
+    """(header, JSON payload, table) of a movie's nearest movies."""
+    items = recommender.similar(args.movie, args.n)
+    header = (f"{len(items)} movies nearest to movie {args.movie} "
+              f"({recommender.titles[recommender.movie_index(args.movie)]})")
+    payload = {"movieId": args.movie, "similar": [i.as_dict("similarity") for i in items]}
+    return header, payload, _table(items, "cosine", ".3f")
+
+
+def _recommend(recommender, args) -> tuple[str, dict, str]:
+    """(header, JSON payload, table) of a user's top n: predicted stars for a rating model, a
+    ranking model's scores otherwise."""
+    items = recommender.recommend(args.user, args.n)
+    payload = {"userId": args.user, "fallback": None}
+    if recommender.objective == "rating":
+        header = f"top {len(items)} for user {args.user} (predicted rating, 0.5-5 stars)"
+        payload["recommendations"] = [i.as_dict("predicted_rating") for i in items]
+        return header, payload, _table(items, "predicted", ".2f")
+    header = (f"top {len(items)} for user {args.user} (ranking score of a model trained with "
+              f"the {recommender.objective} objective: higher ranks first; not a star rating)")
+    payload["recommendations"] = [i.as_dict("score") for i in items]
+    return header, payload, _table(items, "score", ".3f")
+
+
+def _popular_instead(recommender, args, exc: Exception) -> tuple[str, dict, str]:
+    """``--fallback popular`` for an unknown user: the most popular movies, and why."""
+    items = recommender.popular(args.n)
+    header = (f"{exc}; showing the {len(items)} most popular movies instead (--fallback "
+              "popular)")
+    payload = {"userId": args.user, "fallback": "popular", "note": str(exc),
+               "recommendations": [i.as_dict("train_ratings") for i in items]}
+    return header, payload, _table(items, "ratings", ".0f")
+
+
+def _answer(args) -> tuple[str, dict, str]:
+    """The recommend or similar command's answer, from the pipeline's current outputs."""
+    from movierec.core.paths import pipeline_paths
+    from movierec.serve.query import Recommender, UnknownIdError
+
+    recommender = Recommender.load(pipeline_paths(args.root))
+    if args.command == "similar":
+        return _similar(recommender, args)
+    try:
+        return _recommend(recommender, args)
+    except UnknownIdError as exc:
+        if args.fallback != "popular":
+            raise
+        return _popular_instead(recommender, args, exc)
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "plots-template":  # before the imports below: it needs none of them
@@ -80,50 +130,14 @@ def run(argv: list[str] | None = None) -> int:
     # Every other command loads TensorFlow: its start-up chatter is filtered out of stderr
     # (real errors still show), so the answer or a one-line error is all the user sees.
     import movierec.core.quiet_start  # noqa: F401
-    from movierec.core.paths import pipeline_paths
-    from movierec.serve.query import Recommender, UnknownIdError
 
     if args.command == "worker":
         from movierec.train.worker import run_worker
 
         run_worker(args.root, args.params)
         return 0
-    paths = pipeline_paths(args.root)
-    recommender = Recommender.load(paths)
-    if args.command == "similar":
-        items = recommender.similar(args.movie, args.n)
-        header = f"{len(items)} movies nearest to movie {args.movie} " \
-                 f"({recommender.titles[recommender.movie_index(args.movie)]})"
-        payload = {"movieId": args.movie, "similar": [i.as_dict("similarity") for i in items]}
-        body = _table(items, "cosine", ".3f")
-    else:
-        try:
-            items = recommender.recommend(args.user, args.n)
-            payload = {"userId": args.user, "fallback": None}
-            if recommender.objective == "rating":
-                header = f"top {len(items)} for user {args.user} (predicted rating, 0.5-5 stars)"
-                payload["recommendations"] = [i.as_dict("predicted_rating") for i in items]
-                body = _table(items, "predicted", ".2f")
-            else:
-                header = (f"top {len(items)} for user {args.user} (ranking score of a model "
-                          f"trained with the {recommender.objective} objective: higher ranks "
-                          "first; not a star rating)")
-                payload["recommendations"] = [i.as_dict("score") for i in items]
-                body = _table(items, "score", ".3f")
-        except UnknownIdError as exc:
-            if args.fallback != "popular":
-                raise
-            items = recommender.popular(args.n)
-            header = f"{exc}; showing the {len(items)} most popular movies instead (--fallback " \
-                     "popular)"
-            payload = {"userId": args.user, "fallback": "popular", "note": str(exc),
-                       "recommendations": [i.as_dict("train_ratings") for i in items]}
-            body = _table(items, "ratings", ".0f")
-    if args.json:
-        print(json.dumps(payload, indent=2))
-    else:
-        print(header)
-        print(body)
+    header, payload, body = _answer(args)
+    print(json.dumps(payload, indent=2) if args.json else f"{header}\n{body}")
     return 0
 
 

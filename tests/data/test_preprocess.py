@@ -4,7 +4,8 @@ import pytest
 
 from movierec.core.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL, USER_IDX_COL
 from movierec.core.errors import DataError
-from movierec.data.preprocess import index_ids, prepare, split_indices
+from movierec.data.preprocess import index_ids, prepare
+from movierec.data.splits import split_indices
 
 
 def test_index_ids_is_contiguous_sorted_and_round_trips():

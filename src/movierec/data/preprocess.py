@@ -15,10 +15,7 @@ from movierec.core.columns import (
     USER_COL,
     USER_IDX_COL,
 )
-from movierec.data.splits import split_indices, split_rows
-
-# split_indices lived here first; callers still import it from this module.
-__all__ = ["Prepared", "index_ids", "prepare", "split_indices"]
+from movierec.data.splits import split_rows
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,7 @@ def prepare(ratings: pd.DataFrame, movies: pd.DataFrame, test_fraction: float,
             seed: int, *, split: str = "random") -> Prepared:
     """Indexes ``ratings`` and splits it; ``movies`` supplies titles for the movie mapping.
 
-    ``split`` is one of movierec.data.splits.METHODS; ``user_temporal`` needs a timestamp column.
+    ``split`` is one of ``core.config.SPLITS``; ``user_temporal`` needs a timestamp column.
     """
     user_codes, user_ids = index_ids(ratings[USER_COL].to_numpy())
     movie_codes, movie_ids = index_ids(ratings[MOVIE_COL].to_numpy())

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from movierec.core.config import SPLITS
 from movierec.core.errors import DataError
-
-METHODS = ("random", "stratified_item", "user_temporal")
 
 
 def _check_test_fraction(test_fraction: float) -> None:
@@ -169,8 +168,8 @@ def split_rows(method: str, users: np.ndarray, movies: np.ndarray,
     ``users``, ``movies`` and ``timestamps`` hold one entry per rating (ids or indices, any
     integers); ``timestamps`` may be None except for ``user_temporal``.
     """
-    if method not in METHODS:
-        raise ValueError(f"split={method!r} (expected one of {', '.join(METHODS)})")
+    if method not in SPLITS:
+        raise ValueError(f"split={method!r} (expected one of {', '.join(SPLITS)})")
     n_rows = len(users)
     lengths = {"users": n_rows, "movies": len(movies)}
     if timestamps is not None:
