@@ -79,46 +79,13 @@ def ranking_metrics(recommended: np.ndarray, rel_indptr: np.ndarray, rel_indices
     is scored against row r of the relevant movies' CSR ``(rel_indptr, rel_indices)``. Users
     without a relevant movie are left out and counted in ``users_without_relevant``.
     """
-    _check_k(k)
-    rec = np.asarray(recommended)
-    if rec.ndim != 2 or not np.issubdtype(rec.dtype, np.integer):
-        raise ValueError(f"ranking_metrics: received recommended of shape {rec.shape} and dtype "
-                         f"{rec.dtype} (expected a 2-D integer matrix)")
-    if rec.shape[1] < k:
-        raise ValueError(f"ranking_metrics: received recommended with {rec.shape[1]} columns "
-                         f"(expected at least k={k})")
-    rec = rec[:, :k].astype(np.int64, copy=False)
+    rec = _checked_lists(recommended, k)
     n_rows = rec.shape[0]
     rel_indptr = int_array(rel_indptr, "ranking_metrics rel_indptr")
     rel_indices = int_array(rel_indices, "ranking_metrics rel_indices")
     check_csr(rel_indptr, rel_indices, n_rows, "ranking_metrics relevant")
-    if rec.size and rec.min() < PAD:
-        raise ValueError(f"ranking_metrics: received movie index {rec.min()} in recommended "
-                         f"(expected indices >= 0, or {PAD} for padding)")
-    # A repeated movie would be counted as two hits: reject it rather than inflate the metrics.
-    ordered = np.sort(rec, axis=1)
-    if np.any((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != PAD)):
-        raise ValueError("ranking_metrics: received a movie twice in one user's list "
-                         "(expected distinct movies per row)")
-
     n_rel = np.diff(rel_indptr)
-    # Hits: each (row, movie) pair as one int64 key, looked up in the sorted relevant keys.
-    n_cols = max(int(rec.max(initial=0)), int(rel_indices.max(initial=0))) + 1
-    if n_rows * n_cols >= 2**62:
-        raise ValueError(f"ranking_metrics: received {n_rows} rows and movie indices up to "
-                         f"{n_cols - 1} (expected rows * movies < 2**62)")
-    rel_rows = np.repeat(np.arange(n_rows, dtype=np.int64), n_rel)
-    rel_keys = np.sort(rel_rows * n_cols + rel_indices)
-    if np.any(rel_keys[1:] == rel_keys[:-1]):
-        raise ValueError("ranking_metrics: received a relevant movie twice for one user "
-                         "(expected distinct movies per row, e.g. from csr_by_user)")
-    if rel_keys.size == 0:
-        raise ValueError(f"ranking_metrics: received {n_rows} users, none with a relevant movie "
-                         "(expected at least one)")
-    rec_keys = np.arange(n_rows, dtype=np.int64)[:, None] * n_cols + rec
-    found = np.minimum(np.searchsorted(rel_keys, rec_keys), rel_keys.size - 1)
-    hits = (rec != PAD) & (rel_keys[found] == rec_keys)
-
+    hits = _hits(rec, n_rel, rel_indices)
     evaluated = n_rel > 0
     n_eval = int(evaluated.sum())
     hits, n_rel = hits[evaluated], n_rel[evaluated]
@@ -137,6 +104,50 @@ def ranking_metrics(recommended: np.ndarray, rel_indptr: np.ndarray, rel_indices
         "users": n_eval,
         "users_without_relevant": n_rows - n_eval,
     }
+
+
+def _checked_lists(recommended: np.ndarray, k: int) -> np.ndarray:
+    """The first k columns of the lists as int64, refused if they are not valid lists."""
+    _check_k(k)
+    rec = np.asarray(recommended)
+    if rec.ndim != 2 or not np.issubdtype(rec.dtype, np.integer):
+        raise ValueError(f"ranking_metrics: received recommended of shape {rec.shape} and dtype "
+                         f"{rec.dtype} (expected a 2-D integer matrix)")
+    if rec.shape[1] < k:
+        raise ValueError(f"ranking_metrics: received recommended with {rec.shape[1]} columns "
+                         f"(expected at least k={k})")
+    rec = rec[:, :k].astype(np.int64, copy=False)
+    if rec.size and rec.min() < PAD:
+        raise ValueError(f"ranking_metrics: received movie index {rec.min()} in recommended "
+                         f"(expected indices >= 0, or {PAD} for padding)")
+    # A repeated movie would be counted as two hits: reject it rather than inflate the metrics.
+    ordered = np.sort(rec, axis=1)
+    if np.any((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] != PAD)):
+        raise ValueError("ranking_metrics: received a movie twice in one user's list "
+                         "(expected distinct movies per row)")
+    return rec
+
+
+def _hits(rec: np.ndarray, n_rel: np.ndarray, rel_indices: np.ndarray) -> np.ndarray:
+    """Whether each entry of the lists is one of its row's relevant movies (bool, rec's shape);
+    the relevant movies of row r are the next n_rel[r] of ``rel_indices``."""
+    n_rows = rec.shape[0]
+    # Hits: each (row, movie) pair as one int64 key, looked up in the sorted relevant keys.
+    n_cols = max(int(rec.max(initial=0)), int(rel_indices.max(initial=0))) + 1
+    if n_rows * n_cols >= 2**62:
+        raise ValueError(f"ranking_metrics: received {n_rows} rows and movie indices up to "
+                         f"{n_cols - 1} (expected rows * movies < 2**62)")
+    rel_rows = np.repeat(np.arange(n_rows, dtype=np.int64), n_rel)
+    rel_keys = np.sort(rel_rows * n_cols + rel_indices)
+    if np.any(rel_keys[1:] == rel_keys[:-1]):
+        raise ValueError("ranking_metrics: received a relevant movie twice for one user "
+                         "(expected distinct movies per row, e.g. from csr_by_user)")
+    if rel_keys.size == 0:
+        raise ValueError(f"ranking_metrics: received {n_rows} users, none with a relevant movie "
+                         "(expected at least one)")
+    rec_keys = np.arange(n_rows, dtype=np.int64)[:, None] * n_cols + rec
+    found = np.minimum(np.searchsorted(rel_keys, rec_keys), rel_keys.size - 1)
+    return (rec != PAD) & (rel_keys[found] == rec_keys)
 
 
 def top_k_global_order(item_scores: np.ndarray, train_indptr: np.ndarray,
@@ -164,6 +175,17 @@ def top_k_global_order(item_scores: np.ndarray, train_indptr: np.ndarray,
         raise ValueError(f"top_k_global_order: received train movie {train_indices.max()} "
                          f"with {n_items} item scores (expected movies 0..{n_items - 1})")
     check_rows(users, train_indptr.size - 1, "top_k_global_order")
+    order = _global_order(scores, _candidate_mask(scores, train_indices, candidates))
+    if order.size == 0:
+        return np.full((users.size, k), PAD, dtype=np.int64)
+    return _first_free(order, n_items, train_indptr, train_indices, users, k)
+
+
+def _candidate_mask(scores: np.ndarray, train_indices: np.ndarray,
+                    candidates: np.ndarray | None) -> np.ndarray:
+    """The movies that may be recommended: ``candidates`` (default: those with a train
+    rating) with a score above -inf."""
+    n_items = scores.size
     if candidates is None:
         mask = np.bincount(train_indices, minlength=n_items) > 0
     else:
@@ -175,18 +197,22 @@ def top_k_global_order(item_scores: np.ndarray, train_indptr: np.ndarray,
     if np.isnan(scores[mask]).any():
         raise ValueError("top_k_global_order: received a NaN score for a candidate movie "
                          "(expected numbers; use -inf or the candidates mask to exclude one)")
-    mask = mask & (scores > -np.inf)
+    return mask & (scores > -np.inf)
 
-    # The global order: candidates ascending by index, then a stable sort on -score, so that
-    # equal scores keep ascending movie index.
+
+def _global_order(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The candidates, highest score first: ascending by index, then a stable sort on -score,
+    so that equal scores keep ascending movie index."""
     cand = np.flatnonzero(mask)
-    order = cand[np.argsort(-scores[cand], kind="stable")]
+    return cand[np.argsort(-scores[cand], kind="stable")]
+
+
+def _first_free(order: np.ndarray, n_items: int, train_indptr: np.ndarray,
+                train_indices: np.ndarray, users: np.ndarray, k: int) -> np.ndarray:
+    """Each user's first k movies of the global ``order`` that are not their train movies."""
     n_cand = order.size
     rank = np.full(n_items, -1, dtype=np.int64)
     rank[order] = np.arange(n_cand, dtype=np.int64)
-    if n_cand == 0:
-        return np.full((users.size, k), PAD, dtype=np.int64)
-
     # For one user with excluded ranks e_0 < e_1 < ... (their train movies' positions in the
     # global order), e_i - i free positions come before e_i, so the j-th free position
     # (0-based) is j + #{i : e_i - i <= j}. Only excluded ranks with e_i - i < k matter, and
