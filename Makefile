@@ -32,10 +32,10 @@ test: install
 	python -m pytest
 
 bench: install
-	python -m benchmarks.speed speed
+	python -m benchmarks speed
 
 bench-recommend: install
-	python -m benchmarks.speed recommend
+	python -m benchmarks recommend
 
 bench-ranking: install
-	python -m benchmarks.speed ranking
+	python -m benchmarks ranking

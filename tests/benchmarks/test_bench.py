@@ -1,4 +1,4 @@
-"""The speed benchmark runs end to end at a toy size (its figures are not checked here)."""
+"""Every benchmark runs end to end at a toy size (its figures are not checked here)."""
 
 import re
 import subprocess
@@ -7,7 +7,7 @@ import sys
 
 def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.speed", "speed", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "speed", "--n-ratings", "20000",
          "--steps", "20", "--warmup", "5", "--accuracy-ratings", "20000",
          "--accuracy-epochs", "1", "--seeds", "1", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=300)
@@ -25,7 +25,7 @@ def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
 
 def test_bench_recommend_runs_every_part(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.speed", "recommend", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "recommend", "--n-ratings", "20000",
          "--candidates", "20", "--xla-blocks", "2", "--queries", "20",
          "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=300)
@@ -40,7 +40,7 @@ def test_bench_recommend_runs_every_part(tmp_path):
 
 def test_bench_ranking_runs_every_objective(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.speed", "ranking", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "ranking", "--n-ratings", "20000",
          "--steps", "20", "--warmup", "5", "--probe-users", "50", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -49,3 +49,18 @@ def test_bench_ranking_runs_every_objective(tmp_path):
                   "bpr, 4 (rating, sampled negative) triples per rating"):
         assert label in out, out
     assert out.count("ms/step") == 3 and "draws redrawn" in out and "1.0x the rating" in out
+
+
+def test_bench_ingest_reads_the_zip_it_writes(tmp_path):
+    archive = tmp_path / "ml-20m-shaped.zip"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "ingest", "--n-ratings", "20000",
+         "--zip", str(archive)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert archive.is_file()
+    assert re.search(r"^ingest: 20,000 ratings from a \d+ MB zip \(\d+ MB of CSV\) in [\d.]+ s$",
+                     out, re.M), out
+    assert re.search(r"^memory: canonical table \d+ MiB; process peak \d+ MiB, of which \d+ MiB "
+                     r"before reading", out, re.M), out
