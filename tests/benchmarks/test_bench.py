@@ -10,7 +10,7 @@ def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
         [sys.executable, "-m", "benchmarks", "speed", "--n-ratings", "20000",
          "--steps", "20", "--warmup", "5", "--accuracy-ratings", "20000",
          "--accuracy-epochs", "1", "--seeds", "1", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     for stage in ("ingest", "preprocess", "train, 1 epoch", "evaluate"):
@@ -28,7 +28,7 @@ def test_bench_recommend_runs_every_part(tmp_path):
         [sys.executable, "-m", "benchmarks", "recommend", "--n-ratings", "20000",
          "--candidates", "20", "--xla-blocks", "2", "--queries", "20",
          "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert re.search(r"^recommend, exact: [\d.]+ s, peak memory [\d,]+ MiB$", out, re.M)
@@ -56,7 +56,7 @@ def test_bench_ingest_reads_the_zip_it_writes(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "ingest", "--n-ratings", "20000",
          "--zip", str(archive)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert archive.is_file()
