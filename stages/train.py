@@ -7,7 +7,7 @@ import movierec.core.quiet_start  # noqa: F401  (first: keeps TensorFlow's start
 from movierec.core.config import TrainParams, load_params
 from movierec.core.files import read_parquet, write_json
 from movierec.core.quiet import device_line
-from movierec.core.stage import run_stage, stage_parser
+from movierec.core.stage import raise_if_stopped, run_stage, stage_parser
 from movierec.nets.keras_model import save_model
 from movierec.train import distribute, progress
 from movierec.train.live import EpochLog
@@ -39,10 +39,15 @@ def main() -> None:
     n_movies = len(read_parquet(args.movie_index, columns=["movie_idx"]))
     train_df, test_df = read_parquet(args.train), read_parquet(args.test)
     log = EpochLog(args.live)
-    watch = Watch(on_epoch=log.update, progress_factory=progress.for_epochs())
-    with distribute.cluster_errors(place, "train"):
-        result = train(train_df, test_df, n_users, n_movies, params,
-                       checkpoint_dir=args.checkpoint_dir, place=place, watch=watch)
+    watch = Watch(on_epoch=log.update, progress_factory=progress.for_epochs(),
+                  stop_check=raise_if_stopped)
+    try:
+        with distribute.cluster_errors(place, "train"):
+            result = train(train_df, test_df, n_users, n_movies, params,
+                           checkpoint_dir=args.checkpoint_dir, place=place, watch=watch)
+    except BaseException:  # diverged, stopped, failed: no curves of a run that did not finish
+        log.discard()
+        raise
 
     save_model(result.model, result.spec, args.model)
     log.close()

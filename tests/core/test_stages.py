@@ -1,5 +1,6 @@
 """Stage entry points as DVC runs them: bad input is one line on stderr, exit 1, no output."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,90 @@ def test_train_stage_with_refit_records_the_selection_run(tmp_path):
     assert summary["epochs"] == summary["best_epoch"] == selection["best_epoch"]
     assert selection["best_epoch"] <= selection["epochs_run"] <= 4
     assert "refit: early stopping chose" in done.stdout
+
+
+# A diverged run is an error: one line, exit 1, and no output written as if it had succeeded.
+
+@pytest.fixture(scope="module")
+def small_split(tmp_path_factory):
+    """A prepared small twin (ingest, preprocess) for train stage runs."""
+    cwd = tmp_path_factory.mktemp("split")
+    params = params_file(cwd, data={"synthetic": {"n_ratings": 3000, "seed": 1}})
+    for name, args in (("ingest", ["--download-dir", ".", "--ratings", "r.parquet",
+                                   "--movies", "m.parquet"]),
+                       ("preprocess", ["--ratings", "r.parquet", "--movies", "m.parquet",
+                                       "--train", "train.parquet", "--test", "test.parquet",
+                                       "--user-index", "u.parquet", "--movie-index", "v.parquet"])):
+        done = run_stage(name, "--params", str(params), *args, cwd=cwd)
+        assert done.returncode == 0, done.stderr
+    return cwd
+
+
+def _train_args(split: Path) -> list[str]:
+    """The train stage's arguments: the prepared split's inputs, the pipeline's outputs."""
+    return ["--train", str(split / "train.parquet"), "--test", str(split / "test.parquet"),
+            "--user-index", str(split / "u.parquet"), "--movie-index", str(split / "v.parquet"),
+            "--model", "models/model.keras", "--live", "dvclive",
+            "--metrics", "metrics/train.json", "--checkpoint-dir", "checkpoints"]
+
+
+def _assert_failed_in_one_line_and_wrote_nothing(done, cwd, pattern):
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(pattern, lines[0]), done.stderr
+    for output in ("models/model.keras", "metrics/train.json", "dvclive/metrics.json",
+                   "dvclive/plots"):
+        assert not (cwd / output).exists(), output
+
+
+def test_a_diverged_train_stage_fails_in_one_line_and_writes_nothing(small_split, tmp_path):
+    # As `dvc exp run -S train.learning_rate=1000 -S train.epochs=2` runs it.
+    params = params_file(tmp_path, train={"hidden_units": 16, "learning_rate": 1000,
+                                          "epochs": 2})
+    done = run_stage("train", "--params", str(params), *_train_args(small_split), cwd=tmp_path)
+    _assert_failed_in_one_line_and_wrote_nothing(
+        done, tmp_path, r"error: train: the training loss is (nan|inf) in epoch 1 \(within steps "
+        r"1-\d+ of \d+\): the run diverged and is stopped, with no model saved \(try a "
+        r"lower train\.learning_rate, now 1000\)")
+    assert not (tmp_path / "checkpoints").exists() or not any(
+        (tmp_path / "checkpoints").iterdir())
+
+
+# The train stage, with every call into TensorFlow of its second epoch returning a NaN loss.
+DIVERGES_IN_EPOCH_2 = """
+import runpy, sys
+import movierec.core.quiet_start  # first, as in the stage: no TensorFlow chatter on stderr
+from movierec.train.steps import TrainLoop
+
+real_epoch, real_run, epochs = TrainLoop.epoch, TrainLoop.run_steps, []
+
+def epoch(self, *args, **kwargs):
+    epochs.append(1)
+    return real_epoch(self, *args, **kwargs)
+
+def run_steps(self, *args):
+    out = real_run(self, *args)
+    return out * float("nan") if len(epochs) >= 2 else out
+
+TrainLoop.epoch, TrainLoop.run_steps = epoch, run_steps
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_train_stage_diverged_after_an_epoch_leaves_no_curves_of_it(small_split, tmp_path):
+    cwd = tmp_path
+    params = params_file(cwd, train={"hidden_units": 16, "epochs": 3})
+    done = subprocess.run([sys.executable, "-c", DIVERGES_IN_EPOCH_2,
+                           str(ROOT / "stages" / "train.py"), "--params", str(params),
+                           *_train_args(small_split)], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert "epoch 1/3:" in done.stdout  # DVCLive had logged it
+    _assert_failed_in_one_line_and_wrote_nothing(
+        done, cwd, r"error: train: the training loss is nan in epoch 2 \(within steps .*")
+    # Only the last finished epoch's checkpoint: a rerun resumes there and diverges again.
+    assert sorted(p.name for p in (cwd / "checkpoints").iterdir()) == ["train.npz"]
 
 
 def test_recommend_rejects_bad_params_in_one_line_and_writes_nothing(tmp_path):

@@ -97,6 +97,66 @@ def test_checkpoint_of_other_params_is_ignored(data, tmp_path, capsys):
     _same(again, train(data.train, data.test, n, m, other, verbose=0))
 
 
+# A run killed, the code changed, the run started again: it must not resume under the new code.
+
+def test_checkpoint_of_other_code_is_ignored(data, tmp_path, monkeypatch, capsys):
+    n, m = len(data.users), len(data.movies)
+    plain = dataclasses.replace(PARAMS, refit=False, epochs=2)
+    saves = []
+    real_save = checkpoint.save
+
+    def save_then_die(path, meta, arrays):
+        real_save(path, meta, arrays)
+        saves.append(path.name)
+        raise Killed
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        train(data.train, data.test, n, m, plain, verbose=0, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert saves == ["train.npz"]
+    monkeypatch.setattr(checkpoint, "code_digest", lambda: "the code after an edit")
+    again = train(data.train, data.test, n, m, plain, verbose=1, checkpoint_dir=tmp_path)
+    out = capsys.readouterr().out
+    assert f"train: ignoring {tmp_path / 'train.npz'} (other params, data or code" in out
+    assert "resuming" not in out and "epoch 1/2:" in out  # started afresh
+    _same(again, train(data.train, data.test, n, m, plain, verbose=0))
+
+
+def _package_copy(tmp_path):
+    copy = tmp_path / "movierec"
+    shutil.copytree(ROOT / "src" / "movierec", copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_code_digest_covers_the_training_code_only(tmp_path, monkeypatch):
+    copy = _package_copy(tmp_path)
+    monkeypatch.setattr(checkpoint, "_PACKAGE", copy)
+
+    def digest():
+        return checkpoint.code_digest.__wrapped__()  # not the process's cached one
+    before = digest()
+    assert digest() == before
+    serve = next((copy / "serve").glob("*.py"))  # not training code: no stale checkpoint
+    serve.write_text(serve.read_text() + "\n# edited\n")
+    assert digest() == before
+    for layer in ("train", "nets", "data", "core", "ranking"):
+        edited = copy / layer / "__init__.py"
+        original = edited.read_text()
+        edited.write_text(original + "\n# edited\n")
+        assert digest() != before, layer
+        edited.write_text(original)
+    (copy / "train" / "extra.py").write_text("X = 1\n")  # a new module counts too
+    assert digest() != before
+
+
+def test_code_digest_covers_what_the_train_stage_depends_on():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
+    code = {d.removeprefix("src/movierec/").rstrip("/") for d in stage["deps"]
+            if d.startswith("src/movierec/")}
+    assert code == set(checkpoint.CODE)
+
+
 # The real stage, killed by a signal while it trains.
 
 def _stage(name, params, cwd, *args, wait=True):

@@ -34,7 +34,9 @@ class Terminated(Exception):
 # The stop signal received, if any. Library code with a bare ``except:`` (TensorFlow's
 # ``DType.max`` is one) can swallow the exception a handler raises, or turn it into another
 # error; the record lets the stage still exit as stopped, and ``raise_if_stopped`` lets long
-# loops notice a stop that was swallowed.
+# loops notice a stop that was swallowed (a stage hands it to them as a hook, e.g. the train
+# stage's ``Watch(stop_check=raise_if_stopped)``; only entry points, the stages and the
+# multi_worker worker, import this module, never the training code).
 _stop_signal: int | None = None
 
 

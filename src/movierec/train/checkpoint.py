@@ -3,14 +3,16 @@
 One ``.npz`` file per training run holds every array the run needs to go on exactly as if it
 had never stopped (the model's variables, the optimiser's state, the best epoch's weights) and,
 as a JSON string, its history and counters. It is written atomically after every epoch, and is
-read back only if its fingerprint (the params and a hash of the data) matches the run's, so a
-checkpoint left by other params or other data is ignored, never resumed. No pickle: arrays are
-loaded with ``allow_pickle=False``.
+read back only if its fingerprint (the params, a hash of the data and a hash of the training
+code) matches the run's, so a checkpoint left by other params, other data or other code (a run
+killed, the code edited, the run started again) is ignored, never resumed. No pickle: arrays
+are loaded with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -22,13 +24,36 @@ import pandas as pd
 from movierec.core.files import atomic_path
 
 _META = "__meta__"
+# The training code: the package's own __init__ and the folders of movierec.train and of every
+# layer it may import (pyproject.toml's layers contract), which are also the train stage's code
+# deps in dvc.yaml. The layout of the checkpointed state is this code's, so it needs no version.
+_PACKAGE = Path(__file__).resolve().parents[1]
+CODE = ("__init__.py", "core", "data", "nets", "ranking", "train")
+
+
+@functools.cache
+def code_digest() -> str:
+    """A digest of the training code's source: every ``.py`` file of :data:`CODE` under the
+    ``movierec`` package this module was loaded from (a checkout or an installed package), by
+    relative path. Read once per process, so it is the code the process runs."""
+    h = hashlib.blake2b(digest_size=16)
+    files = [_PACKAGE / name for name in CODE if (_PACKAGE / name).is_file()]
+    files += [p for name in CODE if (_PACKAGE / name).is_dir()
+              for p in (_PACKAGE / name).rglob("*.py")]
+    for path in sorted(files, key=lambda p: p.relative_to(_PACKAGE).as_posix()):
+        source = path.read_bytes()
+        for part in (path.relative_to(_PACKAGE).as_posix().encode(), source):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
+    return h.hexdigest()
 
 
 def fingerprint(params: object, frames: list[pd.DataFrame | None], **extra: object) -> str:
-    """A digest of the run's params, its data frames (values, in order) and ``extra``."""
+    """A digest of the run's params, its data frames (values, in order), ``extra`` and the
+    training code (:func:`code_digest`)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"params": dataclasses.asdict(params), **extra}, sort_keys=True,
-                        default=str).encode())
+    h.update(json.dumps({"params": dataclasses.asdict(params), "code": code_digest(), **extra},
+                        sort_keys=True, default=str).encode())
     for df in frames:
         if df is None:
             h.update(b"none")

@@ -13,6 +13,8 @@ refit, whose model is the one saved, under the plain names.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +54,18 @@ class EpochLog:
     def close(self) -> None:
         if self._live is not None:
             self._live.end()
+
+    def discard(self) -> None:
+        """After a failed run (diverged, stopped, any error): removes what DVCLive wrote for
+        its epochs, so that no curves of an unfinished run look like a shorter finished run's;
+        a stage that failed before its first epoch has written nothing."""
+        if self._live is None:
+            return
+        shutil.rmtree(self._live.plots_dir, ignore_errors=True)
+        Path(self._live.metrics_file).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()  # only if nothing else is in it
+        self._live, self._logged = None, {}
 
 
 def read_history(directory: str | Path) -> pd.DataFrame:

@@ -87,10 +87,18 @@ class Watch:
     ``on_epoch(history, run)`` gets the run's whole history after every epoch (``run`` is
     ``selection`` for the early-stopped run before a refit, else None); ``progress(label,
     steps)`` returns an object with ``update(steps)`` and ``close()`` for one epoch.
+    ``stop_check()`` is called after every epoch, once its checkpoint is written, and raises
+    if the run should stop (a stage passes ``movierec.core.stage.raise_if_stopped``: a stop
+    signal that library code swallowed during the epoch).
     """
 
     on_epoch: Callable[[pd.DataFrame, str | None], None] | None = None
     progress_factory: Callable[[str, int], object] | None = None
+    stop_check: Callable[[], None] | None = None
+
+    def check_stop(self) -> None:
+        if self.stop_check is not None:
+            self.stop_check()
 
     def epoch(self, history: pd.DataFrame, run: str | None) -> None:
         if self.on_epoch is not None and len(history):

@@ -90,6 +90,15 @@ class RowSplitModel:
         return self.head(self.lookup(ids), training)
 
 
+class NonFiniteLoss(ArithmeticError):
+    """A call into TensorFlow returned a NaN or infinite summed loss (the run diverged): its
+    steps ``first``..``last`` (1-based, of the epoch's ``n_steps``) are where it happened."""
+
+    def __init__(self, value: float, first: int, last: int, n_steps: int):
+        super().__init__(f"loss {value} in steps {first}-{last} of {n_steps}")
+        self.value, self.first, self.last, self.n_steps = value, first, last, n_steps
+
+
 class TrainLoop:
     """The training loop over a :class:`RowSplitModel`, many steps per TensorFlow call, under
     ``strategy`` (default: the current one, a single device outside any scope), minimising
@@ -365,6 +374,10 @@ class TrainLoop:
         ``on_steps(count)`` is told after every call into TensorFlow (a progress bar).
         Afterwards every table row is up to date and copied into the Keras model, so the model
         can be scored or saved.
+
+        Raises :class:`NonFiniteLoss` after the first call whose summed loss is NaN or infinite
+        (checking one number per call costs nothing; the exact step within the call is not
+        sought), leaving the Keras model's weights as they were before the epoch.
         """
         n = int(users.shape[0])
         if negatives is None:
@@ -374,9 +387,12 @@ class TrainLoop:
         total = 0.0
         for first in range(0, n_steps, steps_per_call):
             count = min(steps_per_call, n_steps - first)
-            total += float(self.run_steps(users, movies, y, negatives,
-                                          tf.constant(first, tf.int32),
-                                          tf.constant(count, tf.int32)))
+            part = float(self.run_steps(users, movies, y, negatives,
+                                        tf.constant(first, tf.int32),
+                                        tf.constant(count, tf.int32)))
+            if not math.isfinite(part):
+                raise NonFiniteLoss(part, first + 1, first + count, n_steps)
+            total += part
             if on_steps is not None:
                 on_steps(count)
         if self.lazy:

@@ -1,16 +1,18 @@
 """Training runs: epochs, validation, early stopping, refit and checkpoints.
 
 The step itself (the loss of one batch, its gradients and the update rules) is in ``steps``;
-the objectives' losses and their epoch data in ``objectives``. This module drives them: it
-builds each epoch's examples (the ratings, shuffled, or positives with freshly sampled
-negatives), runs the epochs, scores the test split (and the validation part of the train split)
-after each, stops early, refits, and checkpoints every completed epoch so that a killed run
-resumes exactly.
+the objectives' losses and their epoch data in ``objectives``; what is scored after each epoch
+in ``scores``. This module drives them: it builds each epoch's examples (the ratings, shuffled,
+or positives with freshly sampled negatives), runs the epochs, scores the test split (and the
+validation part of the train split) after each, stops early, refits, and checkpoints every
+completed epoch so that a killed run resumes exactly. A run whose loss or weights become NaN or
+infinite stops there with :class:`DivergedError`, keeping nothing of that epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,34 +22,35 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from movierec.core.columns import MOVIE_IDX_COL, RATING_COL, USER_IDX_COL
+from movierec.core.columns import RATING_COL
 from movierec.core.config import TrainParams
-from movierec.core.errors import DataError
-from movierec.core.stage import raise_if_stopped
-from movierec.nets import scoring
-from movierec.nets.keras_model import build_model, for_saving, weights_of
+from movierec.core.errors import DataError, MovieRecError
+from movierec.nets.keras_model import build_model, for_saving
 from movierec.nets.spec import NetSpec
 from movierec.train import checkpoint, distribute, objectives
 from movierec.train.distribute import Placement
 from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data
-from movierec.train.probes import RankingProbe
 from movierec.train.progress import Watch
 from movierec.train.rules import UpdateRule
-from movierec.train.steps import RowSplitModel, TrainLoop
+from movierec.train.scores import (
+    HISTORY_COLUMNS,
+    RANKING_HISTORY_COLUMNS,
+    RANKING_VAL_COLUMNS,
+    VAL_COLUMNS,
+    Scores,
+    ids_of,
+)
+from movierec.train.steps import NonFiniteLoss, RowSplitModel, TrainLoop
 
-# The per-epoch curves (plots/training.csv): the rating objective's, as the tutorial draws
-# them, and the ranking objectives' (the loss, and NDCG@k of full-catalogue top-k lists).
-HISTORY_COLUMNS = ("epoch", "train_loss", "test_loss", "train_mse", "test_mse")
-VAL_COLUMNS = ("val_loss", "val_mse")
-RANKING_HISTORY_COLUMNS = ("epoch", "train_loss", "test_loss", "test_ndcg")
-RANKING_VAL_COLUMNS = ("val_loss", "val_ndcg")
-# Seed of the negatives drawn once for the held-out parts' per-epoch loss (fixed, so that the
-# curve moves with the weights only).
-HELD_OUT_NEGATIVES_SEED = 0
-# The order and shapes of the checkpointed optimiser state (TrainLoop.state_variables); a
-# checkpoint written by a loop with another layout is ignored, not misread.
-STATE_LAYOUT = 2
+__all__ = ["HISTORY_COLUMNS", "RANKING_HISTORY_COLUMNS", "RANKING_VAL_COLUMNS", "VAL_COLUMNS",
+           "DivergedError", "TrainResult", "make_deterministic", "setup", "split_validation",
+           "train"]
+
+
+class DivergedError(MovieRecError):
+    """A run's training loss or weights became NaN or infinite: it stops at the first such
+    epoch, whose row, checkpoint and weights are never kept."""
 
 
 def make_deterministic(seed: int) -> None:
@@ -88,47 +91,6 @@ def split_validation(train_df: pd.DataFrame, fraction: float,
     return (train_df.iloc[np.sort(order[n_val:])], train_df.iloc[np.sort(order[:n_val])])
 
 
-def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    return (tf.constant(df[USER_IDX_COL].to_numpy(np.int32)),
-            tf.constant(df[MOVIE_IDX_COL].to_numpy(np.int32)),
-            tf.constant(df[RATING_COL].to_numpy(np.float32) - np.float32(mu)))
-
-
-def _ids(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    return df[USER_IDX_COL].to_numpy(), df[MOVIE_IDX_COL].to_numpy()
-
-
-def _held_out_loss(loop: TrainLoop, fit_df: pd.DataFrame, df: pd.DataFrame,
-                   params: TrainParams, n_users: int, n_movies: int):
-    """A function giving a ranking objective's loss on held-out pairs ``df``: each pair a
-    positive, with ``params.negatives`` negatives drawn once (never a movie the user rated in
-    the fit data or in ``df``), plus the L2 terms."""
-    users, movies = (np.concatenate(p) for p in zip(_ids(fit_df), _ids(df), strict=True))
-    sampler = NegativeSampler(users, movies, n_users, n_movies, params.negative_sampling)
-    data = epoch_data(params.objective, *_ids(df), np.zeros(len(df), np.float32),
-                      np.random.default_rng(HELD_OUT_NEGATIVES_SEED), sampler, params.negatives)
-    u, m = tf.constant(data.users), tf.constant(data.movies)
-    neg = tf.constant(data.negatives)
-
-    def loss() -> float:
-        negative_scores = loop.predict(u, neg) if params.objective == "bpr" else None
-        return (objectives.mean_loss(params.objective, loop.predict(u, m), data.targets,
-                                     negative_scores) + loop.penalty(*_ids(df)))
-    return loss
-
-
-def _mse_scorer(loop: TrainLoop, df: pd.DataFrame, mu: float):
-    """A function giving (MSE, loss) on ``df`` at the loop's current weights."""
-    users, movies, y = _as_tensors(df, mu)
-    target = y.numpy().astype(np.float64)
-    ids = (users.numpy(), movies.numpy())
-
-    def score() -> tuple[float, float]:
-        error = float(np.mean((loop.predict(users, movies) - target) ** 2))
-        return error, error + loop.penalty(*ids)
-    return score
-
-
 def setup(params: TrainParams, n_users: int, n_movies: int,
           place: Placement | None = None) -> tuple[keras.Model, TrainLoop]:
     """Seeds, the centred model and its training loop under ``place``'s strategy (by default
@@ -157,13 +119,19 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
     too.
 
     With ``checkpoint_dir``, every completed epoch is checkpointed there, and a run with the
-    same params and data resumes from the last one, ending exactly as an uninterrupted run.
+    same params, data and code resumes from the last one, ending exactly as an uninterrupted
+    run.
+
+    A NaN or infinite training loss (or weights) raises :class:`DivergedError` at the first
+    such epoch, naming it and the steps; that epoch is neither checkpointed nor shown to
+    ``watch``.
 
     ``place``: where to train (default: :func:`distribute.start` for ``params``). Under
     ``multi_worker`` every task calls this with the same params and data; only the chief
     should pass a ``checkpoint_dir``, and it sends its checkpoint to the others.
 
-    ``watch``: the stage's live view of the run (per-epoch history, progress within epochs).
+    ``watch``: the stage's live view of the run (per-epoch history, progress within epochs)
+    and its stop check, called after every epoch.
     """
     place = place or distribute.start(params)
     watch = watch or Watch()
@@ -179,7 +147,7 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
         print(f"refit: early stopping chose {result.best_epoch} epochs; training again on all "
               f"{len(train_df):,} ratings of the train split", flush=True)
     final = _fit(train_df, None, test_df, n_users, n_movies, params, result.best_epoch, verbose,
-                 place, folder / "refit.npz" if folder else None, watch)
+                 place, folder / "refit.npz" if folder else None, watch, "refit")
     samples = (result.samples_per_second * result.fit_seconds
                + final.examples_per_epoch * final.best_epoch)
     fit_seconds = result.fit_seconds + final.fit_seconds
@@ -192,188 +160,230 @@ def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies:
                    "n_fit": result.n_fit})
 
 
-class _Scores:
-    """What is measured after each epoch: the history row's values past the train loss, and
-    the early-stopping criterion (lower is better) when there is a validation part."""
+@dataclass
+class BestEpoch:
+    """Early stopping's choice so far: the epoch of the lowest criterion, and its weights."""
 
-    def __init__(self, loop: TrainLoop, centred: keras.Model, fit_df: pd.DataFrame,
-                 val_df: pd.DataFrame | None, test_df: pd.DataFrame, mu: float,
-                 params: TrainParams, n_users: int, n_movies: int):
-        self.ranks = params.ranks
-        self.centred = centred
-        self.spec = loop.split.spec
-        self.k = params.ndcg_k
-        if self.ranks:  # NDCG@k of top-k lists over the catalogue minus the user's fit movies
-            def probe(df: pd.DataFrame) -> RankingProbe:
-                return RankingProbe(*_ids(fit_df), *_ids(df), n_users, n_movies, params.ndcg_k,
-                                    params.ndcg_users, params.seed)
-            def loss(df: pd.DataFrame):
-                return _held_out_loss(loop, fit_df, df, params, n_users, n_movies)
-            self.test = (probe(test_df), loss(test_df))
-            self.val = (probe(val_df), loss(val_df)) if val_df is not None else None
-        else:
-            self.test = _mse_scorer(loop, test_df, mu)
-            self.val = _mse_scorer(loop, val_df, mu) if val_df is not None else None
+    criterion: float = math.inf  # lower is better; a NaN criterion is never better
+    epoch: int = 0  # 0: none yet
+    weights: list[np.ndarray] | None = None
 
-    @property
-    def columns(self) -> list[str]:
-        if self.ranks:
-            return list(RANKING_HISTORY_COLUMNS) + (list(RANKING_VAL_COLUMNS) if self.val else [])
-        return list(HISTORY_COLUMNS) + (list(VAL_COLUMNS) if self.val else [])
-
-    def after_epoch(self, train_loss: float, train_penalty: float
-                    ) -> tuple[list[float], float | None, str]:
-        """(the row after the epoch number, criterion, a note for the log)."""
-        if self.ranks:
-            # Once per epoch, for both probes.
-            weights = scoring.from_weights(self.spec, weights_of(self.centred, self.spec))
-            test = self.test[0].ndcg(weights)
-            row = [train_loss + train_penalty, self.test[1](), test]
-            if self.val is None:
-                return row, None, f"train loss {row[0]:.4f}, test NDCG@{self.k} {test:.4f}"
-            val = self.val[0].ndcg(weights)
-            return ([*row, self.val[1](), val], -val, f"train loss {row[0]:.4f}, validation "
-                    f"NDCG@{self.k} {val:.4f}, test NDCG@{self.k} {test:.4f}")
-        test_mse, test_loss = self.test()
-        row = [train_loss + train_penalty, test_loss, train_loss, test_mse]
-        note = f"train MSE {train_loss:.4f}"
-        criterion = None
-        if self.val is not None:
-            val_mse, val_loss = self.val()
-            row += [val_loss, val_mse]
-            criterion = val_mse
-            note += f", validation MSE {val_mse:.4f}"
-        return row, criterion, note + f", test MSE {test_mse:.4f}"
+    def offer(self, criterion: float | None, epoch: int, model: keras.Model) -> None:
+        """Keeps ``epoch`` (and ``model``'s weights) if its criterion is the best so far."""
+        if criterion is not None and criterion < self.criterion:
+            self.criterion, self.epoch = criterion, epoch
+            self.weights = [w.numpy() for w in model.weights]
 
 
 def _fit(fit_df: pd.DataFrame, val_df: pd.DataFrame | None, test_df: pd.DataFrame,
          n_users: int, n_movies: int, params: TrainParams, epochs: int, verbose: int,
          place: Placement, checkpoint_path: Path | None, watch: Watch,
-         run: str | None = None) -> TrainResult:
+         phase: str | None = None) -> TrainResult:
     """One training run on ``fit_df`` for at most ``epochs``, early-stopped on ``val_df``,
-    checkpointed after every epoch to ``checkpoint_path`` and resumed from it; ``watch``
-    sees the history after every epoch (and the restored one after a resume) as ``run``."""
-    # The rating objective learns ratings centred on their mean; the others learn labels.
-    mu = 0.0 if params.ranks else float(fit_df[RATING_COL].to_numpy(np.float64).mean())
-    centred, loop = setup(params, n_users, n_movies, place)
-    fit_users, fit_movies = _ids(fit_df)
-    targets = fit_df[RATING_COL].to_numpy(np.float32) - np.float32(mu)
-    sampler = (NegativeSampler(fit_users, fit_movies, n_users, n_movies,
-                               params.negative_sampling) if params.ranks else None)
-    scores = _Scores(loop, centred, fit_df, val_df, test_df, mu, params, n_users, n_movies)
-    # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed; the same
-    # generator draws the negatives, so its state is all a resumed run needs to redraw them.
-    rng = np.random.default_rng(params.seed)
-    state = list(centred.variables) + loop.state_variables()
+    checkpointed after every epoch to ``checkpoint_path`` and resumed from it. ``phase``:
+    ``selection`` (the early-stopped run before a refit), ``refit`` or None."""
+    run = _Run(fit_df, val_df, test_df, n_users, n_movies, params, epochs, verbose, place,
+               checkpoint_path, watch, phase)
+    run.restore()
+    while run.wants_epoch():
+        run.run_epoch()
+        run.save()
+        watch.check_stop()  # e.g. a stop signal that library code swallowed during the epoch
+    return run.finish()
 
-    rows = []
-    fit_seconds = 0.0
-    best = (np.inf, 0, None)  # criterion (lower is better), epoch, weights
-    seconds_before = 0.0
-    saved = digest = None
-    if checkpoint_path is not None or place.multi_worker:  # hashing the data takes a while
-        digest = checkpoint.fingerprint(params, [fit_df, val_df, test_df], epochs=epochs,
-                                        n_users=n_users, n_movies=n_movies,
-                                        state_layout=STATE_LAYOUT)
-    if checkpoint_path is not None:
-        saved = checkpoint.load(checkpoint_path, digest)
-    if saved is None and checkpoint_path is not None and checkpoint_path.exists() and verbose:
-        print(f"train: ignoring {checkpoint_path} (other params or data, or unreadable)",
-              flush=True)
-    if place.multi_worker:
-        saved = _share_start(place, digest, saved)
-    if saved is not None:
-        meta, arrays = saved
-        for i, var in enumerate(state):
+
+class _Run:
+    """The state of one training run (:func:`_fit`), a step of it per method: restore it
+    from a checkpoint or the chief's, run an epoch, checkpoint it, and finish it (the best
+    epoch's weights and the :class:`TrainResult`)."""
+
+    def __init__(self, fit_df: pd.DataFrame, val_df: pd.DataFrame | None,
+                 test_df: pd.DataFrame, n_users: int, n_movies: int, params: TrainParams,
+                 epochs: int, verbose: int, place: Placement, path: Path | None,
+                 watch: Watch, phase: str | None):
+        self.params, self.epochs, self.verbose, self.place = params, epochs, verbose, place
+        self.path, self.watch, self.phase = path, watch, phase
+        self.frames, self.sizes = [fit_df, val_df, test_df], (n_users, n_movies)
+        # ``watch`` sees the selection run under its own name, the others under none.
+        self.watch_run = "selection" if phase == "selection" else None
+        # The rating objective learns ratings centred on their mean; the others learn labels.
+        self.mu = 0.0 if params.ranks else float(fit_df[RATING_COL].to_numpy(np.float64).mean())
+        self.centred, self.loop = setup(params, n_users, n_movies, place)
+        self.fit_users, self.fit_movies = ids_of(fit_df)
+        self.targets = fit_df[RATING_COL].to_numpy(np.float32) - np.float32(self.mu)
+        self.sampler = (NegativeSampler(self.fit_users, self.fit_movies, n_users, n_movies,
+                                        params.negative_sampling) if params.ranks else None)
+        self.scores = Scores(self.loop, self.centred, fit_df, val_df, test_df, self.mu, params,
+                             n_users, n_movies)
+        # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed; the same
+        # generator draws the negatives, so its state is all a resumed run needs to redraw them.
+        self.rng = np.random.default_rng(params.seed)
+        self.state = list(self.centred.variables) + self.loop.state_variables()
+        self.rows: list[list] = []
+        self.best = BestEpoch()
+        self.fit_seconds = self.seconds_before = 0.0
+        self.n_examples = 0
+        self.digest: str | None = None
+        self.start = time.perf_counter()
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=self.scores.columns)
+
+    def seconds(self) -> float:
+        """The run's wall time so far, the killed runs' before this one included."""
+        return self.seconds_before + time.perf_counter() - self.start
+
+    @property
+    def early_stopped(self) -> bool:
+        return (self.scores.val is not None and bool(self.rows)
+                and len(self.rows) - self.best.epoch >= self.params.patience)
+
+    def wants_epoch(self) -> bool:
+        return len(self.rows) < self.epochs and not self.early_stopped
+
+    def restore(self) -> None:
+        """Goes on from this run's checkpoint, or under ``multi_worker`` from the chief's,
+        if there is one for the same params, data and code; else starts afresh."""
+        saved = self._saved()
+        if saved is not None:
+            self._apply(*saved)
+        self.start = time.perf_counter()
+
+    def _saved(self) -> tuple[dict, dict[str, np.ndarray]] | None:
+        path = self.path
+        if path is None and not self.place.multi_worker:
+            return None
+        # Only for a checkpoint or the chief's handshake: hashing the data takes a while.
+        n_users, n_movies = self.sizes
+        self.digest = checkpoint.fingerprint(self.params, self.frames, epochs=self.epochs,
+                                             n_users=n_users, n_movies=n_movies)
+        saved = checkpoint.load(path, self.digest) if path is not None else None
+        if saved is None and path is not None and path.exists() and self.verbose:
+            print(f"train: ignoring {path} (other params, data or code, or unreadable)",
+                  flush=True)
+        if self.place.multi_worker:
+            saved = _share_start(self.place, self.digest, saved)
+        return saved
+
+    def _apply(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        for i, var in enumerate(self.state):
             var.assign(arrays[f"state_{i}"])
-        loop.pull()
-        rows = meta["rows"]
-        fit_seconds, seconds_before = meta["fit_seconds"], meta["seconds"]
+        self.loop.pull()
+        self.rows = meta["rows"]
+        self.fit_seconds, self.seconds_before = meta["fit_seconds"], meta["seconds"]
         if meta["best_epoch"]:
-            best = (meta["best_val"], meta["best_epoch"],
-                    [arrays[f"best_{i}"] for i in range(len(centred.weights))])
-        rng.bit_generator.state = meta["rng"]  # where the shuffles had got to
-        if sampler is not None:
-            sampler.stats = dataclasses.replace(sampler.stats, **meta["negatives"])
-        if verbose:
-            source = checkpoint_path or "the chief's checkpoint"
-            print(f"train: resuming after epoch {len(rows)} from {source}", flush=True)
-        watch.epoch(pd.DataFrame(rows, columns=scores.columns), run)
+            self.best = BestEpoch(meta["best_val"], meta["best_epoch"],
+                                  [arrays[f"best_{i}"] for i in range(len(self.centred.weights))])
+        self.rng.bit_generator.state = meta["rng"]  # where the shuffles had got to
+        if self.sampler is not None:
+            self.sampler.stats = dataclasses.replace(self.sampler.stats, **meta["negatives"])
+        if self.verbose:
+            source = self.path or "the chief's checkpoint"
+            print(f"train: resuming after epoch {len(self.rows)} from {source}", flush=True)
+        self.watch.epoch(self.history(), self.watch_run)
 
-    def stopped() -> bool:
-        return scores.val is not None and bool(rows) and len(rows) - best[1] >= params.patience
-
-    start = time.perf_counter()
-    n_examples = 0
-    while len(rows) < epochs and not stopped():
-        epoch = len(rows) + 1
+    def run_epoch(self) -> None:
+        """Trains, checks and scores the next epoch, and adds its row to the history."""
+        params, loop = self.params, self.loop
+        epoch = len(self.rows) + 1
         tick = time.perf_counter()
-        data = epoch_data(params.objective, fit_users, fit_movies, targets, rng, sampler,
-                          params.negatives)
-        n_examples = len(data)
-        bar = watch.progress(f"epoch {epoch}/{epochs}", loop.steps_in(n_examples))
+        data = epoch_data(params.objective, self.fit_users, self.fit_movies, self.targets,
+                          self.rng, self.sampler, params.negatives)
+        self.n_examples = len(data)
+        bar = self.watch.progress(f"epoch {epoch}/{self.epochs}", loop.steps_in(len(data)))
         try:
             train_loss = loop.epoch(tf.constant(data.users), tf.constant(data.movies),
                                     tf.constant(data.targets), params.steps_per_execution,
                                     tf.constant(data.negatives), on_steps=bar.update)
+        except NonFiniteLoss as exc:
+            raise self._diverged(f"the training loss is {exc.value} in epoch {epoch}",
+                                 f"within steps {exc.first}-{exc.last} of {exc.n_steps}"
+                                 ) from None
         finally:
             bar.close()
-        fit_seconds += time.perf_counter() - tick
+        self.fit_seconds += time.perf_counter() - tick
+        if not all(np.isfinite(w.numpy()).all() for w in self.centred.weights):
+            raise self._diverged(f"the weights are NaN or infinite after epoch {epoch}",
+                                 "the training loss stayed finite")
         # Loss = the objective + the L2 terms (at the epoch's final weights), as Keras reports.
-        values, criterion, note = scores.after_epoch(train_loss,
-                                                     loop.penalty(fit_users, fit_movies))
-        if criterion is not None and criterion < best[0]:
-            best = (criterion, epoch, [w.numpy() for w in centred.weights])
-        rows.append([epoch, *values])
-        watch.epoch(pd.DataFrame(rows, columns=scores.columns), run)
-        if verbose:
-            print(f"epoch {epoch}/{epochs}: {note} ({time.perf_counter() - tick:.1f} s)",
+        values, criterion, note = self.scores.after_epoch(
+            train_loss, loop.penalty(self.fit_users, self.fit_movies))
+        self.best.offer(criterion, epoch, self.centred)
+        self.rows.append([epoch, *values])
+        self.watch.epoch(self.history(), self.watch_run)
+        if self.verbose:
+            print(f"epoch {epoch}/{self.epochs}: {note} ({time.perf_counter() - tick:.1f} s)",
                   flush=True)
-        if checkpoint_path is not None and place.is_chief:
-            arrays = {f"state_{i}": var.numpy() for i, var in enumerate(state)}
-            if best[2] is not None:
-                arrays.update({f"best_{i}": w for i, w in enumerate(best[2])})
-            checkpoint.save(checkpoint_path, {
-                "fingerprint": digest, "rows": rows, "fit_seconds": fit_seconds,
-                "seconds": seconds_before + time.perf_counter() - start,
-                "best_val": float(best[0]), "best_epoch": best[1],
-                "rng": rng.bit_generator.state,
-                "negatives": dataclasses.asdict(sampler.stats) if sampler else None}, arrays)
-        raise_if_stopped()  # a stop signal that library code swallowed during the epoch
-    if stopped() and verbose:
-        what = f"NDCG@{params.ndcg_k}" if params.ranks else "MSE"
-        print(f"early stop: no better validation {what} for {params.patience} epochs; "
-              f"keeping epoch {best[1]}'s weights", flush=True)
-    seconds = seconds_before + time.perf_counter() - start
-    history = pd.DataFrame(rows, columns=scores.columns).astype({"epoch": int})
-    best_epoch = len(rows)
-    if val_df is not None:
-        best_epoch = best[1]
-        for weight, value in zip(centred.weights, best[2], strict=True):
-            weight.assign(value)
-    if not n_examples:  # resumed after the last epoch: count what an epoch holds
-        n_examples = len(fit_df) * objectives.examples_per_rating(params.objective,
-                                                                  params.negatives)
-    spec = dataclasses.replace(loop.split.spec, train_mean=mu)
-    return TrainResult(model=for_saving(centred, spec), spec=spec, history=history, train_mean=mu,
-                       seconds=seconds, fit_seconds=fit_seconds,
-                       samples_per_second=n_examples * len(rows) / max(fit_seconds, 1e-9),
-                       best_epoch=best_epoch, n_fit=len(fit_df), examples_per_epoch=n_examples,
-                       negatives=dataclasses.asdict(sampler.stats) if sampler else None)
+
+    def _diverged(self, what: str, detail: str) -> DivergedError:
+        of = {"selection": " of the early-stopped selection run",
+              "refit": " of the refit"}.get(self.phase, "")
+        return DivergedError(
+            f"train: {what}{of} ({detail}): the run diverged and is stopped, with no model "
+            f"saved (try a lower train.learning_rate, now {self.params.learning_rate:g})")
+
+    def save(self) -> None:
+        """Checkpoints the run after its latest epoch (the chief, given a checkpoint path)."""
+        if self.path is None or not self.place.is_chief:
+            return
+        arrays = {f"state_{i}": var.numpy() for i, var in enumerate(self.state)}
+        if self.best.weights is not None:
+            arrays.update({f"best_{i}": w for i, w in enumerate(self.best.weights)})
+        sampler = self.sampler
+        checkpoint.save(self.path, {
+            "fingerprint": self.digest, "rows": self.rows, "fit_seconds": self.fit_seconds,
+            "seconds": self.seconds(), "best_val": float(self.best.criterion),
+            "best_epoch": self.best.epoch, "rng": self.rng.bit_generator.state,
+            "negatives": dataclasses.asdict(sampler.stats) if sampler else None}, arrays)
+
+    def finish(self) -> TrainResult:
+        """The result: with a validation part, the model has its best epoch's weights."""
+        params, val = self.params, self.scores.val is not None
+        if val and self.best.weights is None:  # every epoch's criterion was NaN
+            what = f"NDCG@{params.ndcg_k}" if params.ranks else "MSE"
+            raise MovieRecError(
+                f"train: the validation {what} was not finite in any of the {len(self.rows)} "
+                "epochs, so early stopping has no epoch to keep (expected a validation part "
+                f"the model can score: check train.val_fraction, now {params.val_fraction:g}, "
+                f"and train.learning_rate, now {params.learning_rate:g})")
+        if self.early_stopped and self.verbose:
+            what = f"NDCG@{params.ndcg_k}" if params.ranks else "MSE"
+            print(f"early stop: no better validation {what} for {params.patience} epochs; "
+                  f"keeping epoch {self.best.epoch}'s weights", flush=True)
+        seconds = self.seconds()
+        history = self.history().astype({"epoch": int})
+        best_epoch = len(self.rows)
+        if val:
+            best_epoch = self.best.epoch
+            for weight, value in zip(self.centred.weights, self.best.weights, strict=True):
+                weight.assign(value)
+        fit_df = self.frames[0]
+        # Resumed after the last epoch: count what an epoch holds.
+        n_examples = self.n_examples or len(fit_df) * objectives.examples_per_rating(
+            params.objective, params.negatives)
+        spec = dataclasses.replace(self.loop.split.spec, train_mean=self.mu)
+        sampler = self.sampler
+        return TrainResult(
+            model=for_saving(self.centred, spec), spec=spec, history=history,
+            train_mean=self.mu, seconds=seconds, fit_seconds=self.fit_seconds,
+            samples_per_second=n_examples * len(self.rows) / max(self.fit_seconds, 1e-9),
+            best_epoch=best_epoch, n_fit=len(fit_df), examples_per_epoch=n_examples,
+            negatives=dataclasses.asdict(sampler.stats) if sampler else None)
 
 
 def _share_start(place: Placement, digest: str, saved: tuple | None) -> tuple | None:
-    """``multi_worker``: the chief's data fingerprint and checkpoint, on every task.
+    """``multi_worker``: the chief's fingerprint and checkpoint, on every task.
 
-    Every task must train on the same params and data from the same weights; a worker whose
-    fingerprint differs stops with one line rather than train on something else.
+    Every task must train on the same params and data, with the same code, from the same
+    weights; a worker whose fingerprint differs stops with one line rather than train on
+    something else.
     """
     payload = digest.encode() + b"\n" + (checkpoint.to_bytes(*saved) if saved else b"")
     received = distribute.broadcast_bytes(place, payload if place.is_chief else b"")
     chief_digest, _, state = received.partition(b"\n")
     if chief_digest.decode() != digest:
         raise distribute.ClusterError(
-            f"worker: params or data differ from the chief's (fingerprint {digest[:12]}, the "
-            f"chief's {chief_digest.decode()[:12]}); run it on the chief's params.yaml and "
-            "prepared data (dvc pull)")
+            f"worker: params, data or code differ from the chief's (fingerprint {digest[:12]}, "
+            f"the chief's {chief_digest.decode()[:12]}); run it on the chief's params.yaml, "
+            "prepared data (dvc pull) and code")
     return checkpoint.from_bytes(state) if state else None

@@ -14,6 +14,7 @@ from movierec.core.config import load_params
 from movierec.core.errors import ParamsError
 from movierec.core.files import read_parquet
 from movierec.core.paths import pipeline_paths
+from movierec.core.stage import raise_if_stopped
 from movierec.train import distribute, progress
 from movierec.train.progress import Watch
 from movierec.train.training import train
@@ -34,6 +35,7 @@ def run_worker(root: str | Path = ".", params_path: str | Path | None = None) ->
     print(f"worker: {place.description}; training on {len(train_df):,} ratings", flush=True)
     with distribute.cluster_errors(place, "worker"):
         result = train(train_df, test_df, n_users, n_movies, params, place=place,
-                       watch=Watch(progress_factory=progress.for_epochs()))
+                       watch=Watch(progress_factory=progress.for_epochs(),
+                                   stop_check=raise_if_stopped))
     print(f"worker: done, {len(result.history)} epochs in {time.perf_counter() - start:.1f} s; "
           "wrote nothing (the chief writes the outputs)", flush=True)
