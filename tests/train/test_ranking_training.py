@@ -18,7 +18,8 @@ from movierec.nets import scoring
 from movierec.nets.keras_model import weights_of
 from movierec.ranking import metrics as ranking
 from movierec.ranking.topn import recommend_all
-from movierec.train.training import RANKING_HISTORY_COLUMNS, RANKING_VAL_COLUMNS, train
+from movierec.train.scores import RANKING_HISTORY_COLUMNS, RANKING_VAL_COLUMNS
+from movierec.train.training import train
 
 K = 10
 

@@ -15,11 +15,9 @@ from movierec.nets.spec import NetSpec
 from movierec.train import checkpoint
 from movierec.train.progress import Watch
 from movierec.train.rules import UpdateRule
-from movierec.train.scores import Scores
+from movierec.train.scores import HISTORY_COLUMNS, VAL_COLUMNS, Scores
 from movierec.train.steps import RowSplitModel, TrainLoop
 from movierec.train.training import (
-    HISTORY_COLUMNS,
-    VAL_COLUMNS,
     DivergedError,
     split_validation,
     train,

@@ -65,7 +65,7 @@ def run_stage(main: Callable[[], None]) -> None:
     """Runs a stage: the project's errors become one line on stderr and exit status 1.
 
     A finished stage ends its log with its wall time and peak memory, the two figures that
-    decide whether a dataset fits a machine (``benchmarks.speed`` reads this line).
+    decide whether a dataset fits a machine (``benchmarks.common.run_stage`` reads this line).
     """
     start = time.perf_counter()
     # By default SIGTERM ends the process on the spot; as an exception it unwinds like Ctrl-C.

@@ -33,19 +33,8 @@ from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data
 from movierec.train.progress import Watch
 from movierec.train.rules import UpdateRule
-from movierec.train.scores import (
-    HISTORY_COLUMNS,
-    RANKING_HISTORY_COLUMNS,
-    RANKING_VAL_COLUMNS,
-    VAL_COLUMNS,
-    Scores,
-    ids_of,
-)
+from movierec.train.scores import Scores, ids_of
 from movierec.train.steps import NonFiniteLoss, RowSplitModel, TrainLoop
-
-__all__ = ["HISTORY_COLUMNS", "RANKING_HISTORY_COLUMNS", "RANKING_VAL_COLUMNS", "VAL_COLUMNS",
-           "DivergedError", "TrainResult", "make_deterministic", "setup", "split_validation",
-           "train"]
 
 
 class DivergedError(MovieRecError):
@@ -64,7 +53,7 @@ class TrainResult:
     # rating: predicts ratings (the training mean is inside); ranking objectives: a score
     model: keras.Model
     spec: NetSpec  # what the model is: saved with it (keras_model.save_model)
-    history: pd.DataFrame  # (RANKING_)HISTORY_COLUMNS (+ (RANKING_)VAL_COLUMNS), per epoch
+    history: pd.DataFrame  # scores.(RANKING_)HISTORY_COLUMNS (+ (RANKING_)VAL_COLUMNS)
     train_mean: float  # the rating objective's centring (0 for the ranking objectives)
     seconds: float  # everything: epochs and per-epoch scoring
     fit_seconds: float  # the epochs alone (for ranking, with the negatives' sampling)
