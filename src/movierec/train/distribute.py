@@ -17,9 +17,17 @@ chief's checkpoint (a resumed run) and its data fingerprint are sent to the work
 start, so a worker never trains on other data or from other weights than the chief's.
 
 A worker that is missing at the start, or that dies, makes every other task stop with one
-line within ``train.collective_timeout`` seconds: a watchdog bounds the cluster's start, and
-``CommunicationOptions(timeout_seconds=...)`` bounds every exchange after it. The chief writes
-nothing on the way out, and the next run resumes from its last checkpoint.
+line within ``train.collective_timeout`` seconds: a watchdog process bounds the cluster's start,
+and one watchdog thread per task (``bounded``) bounds every wait on the others after it. A
+task that dies or freezes stops sending the coordination service's heartbeats, which fails
+every other task's exchanges sooner (about 10 s). The chief writes nothing on the way out, and
+the next run resumes from its last checkpoint.
+
+Not TensorFlow's own ``CommunicationOptions(timeout_seconds=...)``: each collective op run with
+it starts an OS thread that sleeps out the whole timeout (two per all-reduce: one to resolve
+its parameters, one to run it; tensorflow/tensorflow#62466), so every training step left two
+threads asleep for ``train.collective_timeout`` seconds, thousands of them, until the process
+could start no more (``std::system_error: Resource temporarily unavailable``).
 
 Everything here must run before TensorFlow executes its first op: thread counts, logical
 devices and the cluster are fixed when its runtime starts.
@@ -33,11 +41,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context as tf_context  # abort_collective_ops: no public API
 
 from movierec.core import quiet
 from movierec.core.config import TrainParams
@@ -182,13 +193,13 @@ def start(params: TrainParams, role: str = "chief") -> Placement:
                 if role == "chief" else "the chief: run the train stage here (dvc repro or "
                 "dvc exp run), not `python -m movierec worker`"))
     hosts = sum(len(v) for k, v in config["cluster"].items() if k in ("chief", "worker"))
-    options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=float(params.collective_timeout))
     prefix = "train" if role == "chief" else role
     with _watchdog(params.collective_timeout,
                    f"{prefix}: the cluster in TF_CONFIG ({hosts} tasks) did not form within "
                    "{seconds} s (train.collective_timeout): a task is missing or unreachable"):
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        # No timeout_seconds in its CommunicationOptions: see the module's docstring.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        _CLUSTERS[strategy] = _Exchanges(strategy, params.collective_timeout)
         # The first exchange is the moment every task has joined.
         broadcast_bytes(Placement(strategy, "multi_worker", chief, ""), b"")
     return Placement(strategy, "multi_worker", chief,
@@ -196,26 +207,128 @@ def start(params: TrainParams, role: str = "chief") -> Placement:
                      f"{strategy.num_replicas_in_sync} replica(s)")
 
 
-def _from_first_replica(strategy: tf.distribute.Strategy, value: np.ndarray) -> np.ndarray:
-    """Replica 0's ``value`` on every replica: a sum over the replicas to which only replica
-    0 (the chief's first) contributes; integers, so the sum is exact."""
-    def send() -> tf.Tensor:
-        ctx = tf.distribute.get_replica_context()
-        mine = tf.constant(value)
-        mine = tf.where(ctx.replica_id_in_sync_group == 0, mine, tf.zeros_like(mine))
-        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, mine)
-    return strategy.experimental_local_results(strategy.run(send))[0].numpy()
+class _Exchanges:
+    """A ``multi_worker`` task's bound on waiting for the other tasks, and its broadcast.
+
+    One daemon thread, started at the first call, watches the calls into TensorFlow that
+    exchange with the other tasks (``waiting``): when one has made no progress for ``seconds``
+    (its progress variable, the training step, has not moved; or, without one, since the call
+    began), it aborts this process's collective ops, and the call raises
+    ``DeadlineExceededError`` (``cluster_errors`` makes it one line). Aborted collectives stay
+    aborted: the process is meant to stop.
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy, seconds: float):
+        self.seconds = float(seconds)
+        self.message = (f"no exchange with the other tasks completed within {self.seconds:g} s "
+                        "(train.collective_timeout)")
+        self._poll = min(1.0, self.seconds / 10)
+        self._cond = threading.Condition()
+        self._call: tuple[int, tf.Variable | None] | None = None  # (serial, progress)
+        self._serial = 0
+        self._thread: threading.Thread | None = None
+        self.strategy = strategy
+        # Replica 0's int64 vector on every replica, compiled (strategy.run outside a
+        # tf.function runs replica by replica, eagerly: TensorFlow warns of the overhead).
+        self.from_first_replica = self.bounded(tf.function(
+            self._from_first_replica, input_signature=[tf.TensorSpec([None], tf.int64)]))
+
+    def _from_first_replica(self, value: tf.Tensor) -> tf.Tensor:
+        """A sum over the replicas to which only replica 0 (the chief's first) contributes;
+        integers, so the sum is exact."""
+        def send(mine: tf.Tensor) -> tf.Tensor:
+            ctx = tf.distribute.get_replica_context()
+            mine = tf.where(ctx.replica_id_in_sync_group == 0, mine, tf.zeros_like(mine))
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+        return self.strategy.experimental_local_results(self.strategy.run(send, (value,)))[0]
+
+    def bounded(self, fn: Callable, progress: tf.Variable | None = None) -> Callable:
+        """``fn`` (a ``tf.function``), each call under the deadline; traced before the first
+        (tracing is not waiting for the others)."""
+        traced = False
+
+        def call(*args):
+            nonlocal traced
+            if not traced:
+                fn.get_concrete_function(*args)
+                traced = True
+            with self.waiting(progress):
+                return fn(*args)
+        return call
+
+    @contextlib.contextmanager
+    def waiting(self, progress: tf.Variable | None = None) -> Iterator[None]:
+        with self._cond:
+            self._serial += 1
+            self._call = (self._serial, progress)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True,
+                                                name="movierec-exchange-deadline")
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._call = None
+
+    def _watch(self) -> None:
+        seen, since = None, 0.0
+        while True:
+            with self._cond:
+                while self._call is None:
+                    self._cond.wait()
+                call = self._call
+            mark = (call[0], _read(call[1]))
+            now = time.monotonic()
+            if mark != seen:
+                seen, since = mark, now
+            elif now - since >= self.seconds:
+                with self._cond:
+                    if self._call is call:  # still that call, still stuck
+                        tf_context.context().abort_collective_ops(
+                            tf.errors.DEADLINE_EXCEEDED, self.message)
+                        return
+            time.sleep(self._poll)
+
+
+def _read(progress: tf.Variable | None) -> int | None:
+    """This task's value of a (possibly mirrored) integer variable; None if unreadable."""
+    if progress is None:
+        return None
+    try:
+        return int(getattr(progress, "values", (progress,))[0].numpy())
+    except Exception:  # shutting down: then only the call's start counts
+        return None
+
+
+# The multi_worker strategy start() made (a process joins one cluster), with its bound.
+_CLUSTERS: dict[tf.distribute.Strategy, _Exchanges] = {}
+
+
+def bounded(strategy: tf.distribute.Strategy, fn: Callable,
+            progress: tf.Variable | None = None) -> Callable:
+    """``fn``, a ``tf.function`` whose calls exchange with the other tasks, with every call
+    bounded by ``train.collective_timeout``: no progress of the integer variable ``progress``
+    (a step counter) for that long, or none given and the call lasting that long, and the call
+    fails (``DeadlineExceededError``). ``fn`` itself for a strategy ``start`` did not make
+    for ``multi_worker``."""
+    exchanges = _CLUSTERS.get(strategy)
+    return fn if exchanges is None else exchanges.bounded(fn, progress)
 
 
 def broadcast_bytes(place: Placement, data: bytes) -> bytes:
     """The chief's ``data`` on every task (``multi_worker``; elsewhere ``data`` itself)."""
     if not place.multi_worker:
         return data
-    n = int(_from_first_replica(place.strategy, np.array([len(data)], np.int64))[0])
-    words = np.zeros(-(-n // 4), np.int32)
+    send = _CLUSTERS[place.strategy].from_first_replica
+    n = int(send(tf.constant([len(data)], tf.int64)).numpy()[0])
+    if n == 0:  # nothing to send (and a compiled all-reduce of nothing crashed TF 2.21)
+        return b""
+    words = np.zeros(-(-n // 8), np.int64)
     if place.is_chief:
         words.view(np.uint8)[:n] = np.frombuffer(data, np.uint8)
-    return _from_first_replica(place.strategy, words).view(np.uint8)[:n].tobytes()
+    return send(tf.constant(words)).numpy().view(np.uint8)[:n].tobytes()
 
 
 def is_cluster_failure(exc: BaseException) -> bool:
@@ -233,9 +346,10 @@ def cluster_errors(place: Placement, role: str) -> Iterator[None]:
         if not (place.multi_worker and is_cluster_failure(exc)):
             raise
         found = re.search(r"aborted by: ([^\n]+)", exc.message or "")
-        cause = found.group(1) if found else (exc.message or "").strip().splitlines()[-1:]
+        lines = (exc.message or "").strip().splitlines()
+        cause = found.group(1) if found else (lines[-1] if lines else "")
         raise ClusterError(f"{role}: lost the cluster ({type(exc).__name__}: "
-                           f"{str(cause)[:120]}); a task "
+                           f"{cause[:120]}); a task "
                            "is missing, died or stalled past train.collective_timeout; nothing "
                            "was written, and the next run resumes from the last checkpoint"
                            ) from None
