@@ -29,12 +29,13 @@ copies stay identical without broadcasting weights. The loss is divided by the g
 so the summed gradient is the single-device gradient up to floating-point order.
 
 Duplicate ids in a batch are summed first, so each row is updated once per step and every
-scatter has distinct indices (deterministic on any device). ``python -m benchmarks.speed speed``
+scatter has distinct indices (deterministic on any device). ``python -m benchmarks speed``
 measures the loop against the tutorial's ``model.fit`` and checks its accuracy.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import keras
