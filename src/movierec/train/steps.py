@@ -1,15 +1,11 @@
 """The training step: one batch's loss, gradients and weight updates, many steps per call, on
 one device or on every replica of a ``tf.distribute`` strategy.
 
-The tutorial calls ``model.fit`` on numpy arrays. At MovieLens-20M scale that costs 2.8-3.35 ms
-per batch of 128 on this project's 2-core CI machine (shared/docs/anchors.md says 13.7 ms), and
-the time goes to two places:
-
-* Keras' SGD updates the *whole* embedding tables on every step, because momentum keeps every
-  row moving (138,493 x 10 user weights for 128 ratings), and Keras reads each table whole
-  into the graph before gathering rows from it;
-* per-step overhead: one call from Python into TensorFlow per batch, a thread-pool hand-off
-  for every tiny op, and the dozens of small ops of Keras' layers and their recorded gradients.
+The tutorial calls ``model.fit`` on numpy arrays, and at MovieLens-20M scale its time goes to
+Keras' SGD updating the *whole* embedding tables on every step (momentum keeps every row
+moving: 138,493 x 10 user weights for 128 ratings), and to per-step overhead: one call from
+Python into TensorFlow per batch and the dozens of small ops of Keras' layers and their
+recorded gradients.
 
 This loop keeps the model and the loss and removes those costs: rows are gathered straight
 from the tables, the network's forward and backward pass is written by hand in a few fused ops
@@ -247,22 +243,41 @@ class TrainLoop:
                                          step - 1 - tf.gather(row_step, rows), powers)
                       for table, slots, row_step, (rows, _) in
                       zip(self.tables, self.table_slots, self.row_step, distinct, strict=True)]
-        # Each input's rows for this replica's examples, split into the Keras tables' columns.
+        # Each input's rows for this replica's examples.
         joined = [tf.gather(table, i) for table, i in zip(self.tables, ids, strict=True)]
-        rows = [None] * len(self.split.tables)
-        for f, value in enumerate(joined):
-            widths = [w for _, w in self.columns[f]]
-            parts = tf.split(value, widths, 1) if len(widths) > 1 else [value]
-            for (i, _), part in zip(self.columns[f], parts, strict=True):
-                rows[i] = part
         keep = None
         if net.dropout and self.hidden_units:  # the global batch's mask, then this share
             keep = mine(dropout_keep(self.seed, step, 0, [tf.size(batch[1]), self.hidden_units],
                                      net.dropout))
         targets = y if bpr else share(y[start:start + b])
         scale = tf.cast(n, tf.float32)
-        terms, row_grads, dense_grads = net.loss_and_grads(self.objective, rows, self.dense,
-                                                           targets, scale, keep)
+        terms, row_grads, dense_grads = net.loss_and_grads(
+            self.objective, self._table_columns(joined), self.dense, targets, scale, keep)
+        grads = self._row_gradients(joined, row_grads, positions, distinct, scale, hi - lo)
+        total = tf.reduce_sum(terms)
+        if self.replicas > 1:
+            grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
+            grads = [g[:tf.size(d[0])] for g, d in zip(grads, distinct, strict=True)]
+        self._apply(step, [d[0] for d in distinct], grads, dense_grads, caught)
+        return total
+
+    def _table_columns(self, joined: list[tf.Tensor]) -> list[tf.Tensor]:
+        """Each input's gathered rows split back into the Keras tables' columns (the order of
+        ``spec.tables``, which the hand-written pass takes)."""
+        rows = [None] * len(self.split.tables)
+        for f, value in enumerate(joined):
+            widths = [w for _, w in self.columns[f]]
+            parts = tf.split(value, widths, 1) if len(widths) > 1 else [value]
+            for (i, _), part in zip(self.columns[f], parts, strict=True):
+                rows[i] = part
+        return rows
+
+    def _row_gradients(self, joined, row_grads, positions, distinct, scale,
+                       n_mine) -> list[tf.Tensor]:
+        """Per input, the gradients of the batch's distinct rows: the examples' row gradients
+        side by side in the input's joined table, plus the per-rating L2 term, summed per
+        distinct row. ``n_mine``: this replica's number of examples."""
+        rule, bpr, b = self.rule, self.objective == "bpr", self.batch_size
         grads = []
         for f, value in enumerate(joined):
             parts = [row_grads[i] for i, _ in self.columns[f]]
@@ -270,19 +285,14 @@ class TrainLoop:
             if rule.per_rating_l2:  # each example's own rows (bpr: u, i and j; u once)
                 own = value
                 if bpr and f == 0:
-                    own = value * tf.concat([tf.ones([hi - lo, 1]), tf.zeros([hi - lo, 1])], 0)
+                    own = value * tf.concat([tf.ones([n_mine, 1]), tf.zeros([n_mine, 1])], 0)
                 g += (2.0 * rule.per_rating_l2 / scale) * own
             # Across replicas, a fixed number of rows (the most a batch can touch): every
             # all-reduce of a run then has one shape, as TensorFlow's collectives require.
             segments = (tf.size(distinct[f][0]) if self.replicas == 1
                         else (2 if bpr and f == 1 else 1) * b)
             grads.append(tf.math.unsorted_segment_sum(g, positions[f], segments))
-        total = tf.reduce_sum(terms)
-        if self.replicas > 1:
-            grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
-            grads = [g[:tf.size(d[0])] for g, d in zip(grads, distinct, strict=True)]
-        self._apply(step, [d[0] for d in distinct], grads, dense_grads, caught)
-        return total
+        return grads
 
     @staticmethod
     def _all_reduce(table_grads, dense_grads, total):
