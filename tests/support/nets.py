@@ -3,12 +3,12 @@
 import keras
 import numpy as np
 
+from movierec.core.config import MODELS, OBJECTIVES  # noqa: F401  (re-used by the tests)
 from movierec.nets import scoring
 from movierec.nets.keras_model import build_model, for_saving, weights_of
 from movierec.nets.spec import NetSpec
 
-KINDS = ("residual", "mf", "deep")
-OBJECTIVES = ("rating", "bce", "bpr")
+KINDS = MODELS  # every variant and objective the params accept
 
 
 def spec_of(kind: str, n_users: int, n_movies: int, latent_dim: int = 6, hidden: int = 16,

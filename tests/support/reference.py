@@ -3,7 +3,7 @@ TensorFlow's own primitives, against which the hand-written training pass is che
 
 import tensorflow as tf
 
-OBJECTIVES = ("rating", "bce", "bpr")
+from movierec.core.config import OBJECTIVES
 
 
 def rating_terms(predictions: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
