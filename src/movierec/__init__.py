@@ -1,7 +1,7 @@
 """The 'Residual Network for Recommendation' tutorial on MovieLens, as a DVC pipeline.
 
-The subpackages are layers; each imports only from the layers below it (``tests/test_layers.py``
-enforces the order with import-linter):
+The subpackages are layers; each imports only from the layers below it (import-linter's layers
+contract in pyproject.toml, which ``tests/test_architecture.py`` runs):
 
 * ``serve``, ``evaluate``: answering queries from a trained pipeline; the evaluate stage's
   metrics, baselines and figures

@@ -18,7 +18,7 @@ from movierec.core.errors import ParamsError
 from movierec.core.releases import RELEASE_NAMES
 
 DATASETS = ("synthetic", "file", *RELEASE_NAMES)
-# How SGD with momentum updates the embedding tables (movierec.train.training explains each).
+# How SGD with momentum updates the embedding tables (movierec.train.rules explains each).
 TABLE_UPDATES = ("lazy", "dense", "sparse")
 # The tutorial's network or one of its branches alone (movierec.nets.keras_model.build_model).
 MODELS = ("residual", "mf", "deep")
@@ -26,7 +26,7 @@ MODELS = ("residual", "mf", "deep")
 OPTIMIZERS = ("sgd", "adam")
 # Which embedding rows an L2 penalty weighs: per_rating = each rating's own user and movie rows,
 # as matrix factorisation does (Surprise's SVD); whole_table = every row on every step, as
-# Keras' embeddings_regularizer does (movierec.train.training explains both).
+# Keras' embeddings_regularizer does (movierec.train.rules explains both).
 L2_FORMS = ("per_rating", "whole_table")
 # What training minimises (movierec.train.objectives explains each): the tutorial's MSE on
 # ratings, or a ranking objective over rated movies and sampled unrated ones.
@@ -34,8 +34,9 @@ OBJECTIVES = ("rating", "bce", "bpr")
 # How negatives are drawn (movierec.train.negatives): uniformly over the catalogue, or in proportion
 # to count^0.75 (word2vec's unigram smoothing, used by many recommenders).
 NEGATIVE_SAMPLING = ("uniform", "popularity")
-# How preprocess splits the ratings (movierec.data.splits explains each).
+# Where training runs (movierec.train.distribute explains each).
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# How preprocess splits the ratings (movierec.data.splits explains each).
 SPLITS = ("random", "stratified_item", "user_temporal")
 
 

@@ -1,7 +1,7 @@
 """The MovieLens releases: where they are, how to verify them and how their files are laid out.
 
-Facts from shared/docs/movielens.md (sizes and sha256 as recorded by TensorFlow Datasets;
-counts as published by GroupLens).
+Sizes and sha256 of the zips as TensorFlow Datasets' MovieLens builder records them; numbers of
+ratings and users as GroupLens publishes them (https://grouplens.org/datasets/movielens/).
 """
 
 from __future__ import annotations

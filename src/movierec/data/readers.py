@@ -181,7 +181,8 @@ def parse_ratings(stream: BinaryIO | str, fmt: str, name: str) -> pd.DataFrame:
                             pacsv.ConvertOptions(column_types=types), list(RATINGS_COLUMNS))
     else:
         raise ValueError(f"unknown ratings format {fmt!r} (expected one of {FORMATS})")
-    # self_destruct frees each Arrow column as soon as pandas has it, halving the peak memory.
+    # self_destruct frees each Arrow column as soon as pandas has it, so the peak is about one
+    # copy of the table, not an Arrow and a pandas copy side by side.
     return validate_ratings(table.to_pandas(split_blocks=True, self_destruct=True), name)
 
 
