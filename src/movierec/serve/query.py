@@ -1,7 +1,8 @@
 """One user's recommendations and one movie's neighbours, from the pipeline's outputs.
 
 Loading does the recommend stage's precomputation once (``movierec.nets.scoring``); each answer
-then scores one user against every movie (about 3 ms at MovieLens-20M size) or compares one
+then scores one user against every movie with the recommend stage's kernel (fast enough to
+answer at the prompt at MovieLens-20M size; docs/benchmarks.md has the latency) or compares one
 movie embedding with all of them.
 """
 

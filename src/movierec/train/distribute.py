@@ -20,14 +20,14 @@ A worker that is missing at the start, or that dies, makes every other task stop
 line within ``train.collective_timeout`` seconds: a watchdog process bounds the cluster's start,
 and one watchdog thread per task (``bounded``) bounds every wait on the others after it. A
 task that dies or freezes stops sending the coordination service's heartbeats, which fails
-every other task's exchanges sooner (about 10 s). The chief writes nothing on the way out, and
-the next run resumes from its last checkpoint.
+every other task's exchanges sooner (once the service's heartbeat timeout passes). The chief
+writes nothing on the way out, and the next run resumes from its last checkpoint.
 
 Not TensorFlow's own ``CommunicationOptions(timeout_seconds=...)``: each collective op run with
 it starts an OS thread that sleeps out the whole timeout (two per all-reduce: one to resolve
-its parameters, one to run it; tensorflow/tensorflow#62466), so every training step left two
-threads asleep for ``train.collective_timeout`` seconds, thousands of them, until the process
-could start no more (``std::system_error: Resource temporarily unavailable``).
+its parameters, one to run it; tensorflow/tensorflow#62466), so every training step would leave
+two threads asleep for ``train.collective_timeout`` seconds, thousands of them, until the
+process can start no more (``std::system_error: Resource temporarily unavailable``).
 
 Everything here must run before TensorFlow executes its first op: thread counts, logical
 devices and the cluster are fixed when its runtime starts.
@@ -77,9 +77,9 @@ def set_intra_op_threads(n: int) -> None:
     """Threads TensorFlow may use inside one op; 0 keeps TensorFlow's default (all cores).
 
     At batch 128 every op is tiny, and handing it to a thread pool costs more than splitting it
-    saves: on a 2-core machine one thread ran 0.38 ms per step against 0.53 ms with two. It can
-    only be set before TensorFlow starts its runtime, so a process that has already run
-    TensorFlow ops (a test session) keeps the setting it started with, and is told so.
+    saves (docs/benchmarks.md has the step times). It can only be set before TensorFlow starts
+    its runtime, so a process that has already run TensorFlow ops (a test session) keeps the
+    setting it started with, and is told so.
     """
     if n == 0 or tf.config.threading.get_intra_op_parallelism_threads() == n:
         return
@@ -323,7 +323,7 @@ def broadcast_bytes(place: Placement, data: bytes) -> bytes:
         return data
     send = _CLUSTERS[place.strategy].from_first_replica
     n = int(send(tf.constant([len(data)], tf.int64)).numpy()[0])
-    if n == 0:  # nothing to send (and a compiled all-reduce of nothing crashed TF 2.21)
+    if n == 0:  # nothing to send (and a compiled all-reduce of nothing crashes TF 2.21)
         return b""
     words = np.zeros(-(-n // 8), np.int64)
     if place.is_chief:

@@ -53,7 +53,7 @@ def epoch_data(objective: str, users: np.ndarray, movies: np.ndarray, targets: n
 
     ``users``, ``movies``, ``targets`` are the fit data's ratings (targets centred). For the
     rating objective the rng makes exactly one call, a permutation of the ratings, as
-    ``model.fit(shuffle=True)`` would: the tutorial's runs are unchanged by this module.
+    ``model.fit(shuffle=True)`` would, so a rating run shuffles as the tutorial's training does.
     """
     empty = np.zeros(0, np.int32)
     users = np.asarray(users, np.int32)
@@ -85,7 +85,8 @@ def epoch_data(objective: str, users: np.ndarray, movies: np.ndarray, targets: n
 def mean_loss(objective: str, scores: np.ndarray, targets: np.ndarray,
               negative_scores: np.ndarray | None = None) -> float:
     """The objective's mean loss in float64 NumPy, for scoring held-out examples after an epoch
-    (the same formulas as the ``*_terms`` above; ``negative_scores`` for bpr)."""
+    (the same formulas as the training step's terms in ``movierec.nets.fused``;
+    ``negative_scores`` for bpr)."""
     s = np.asarray(scores, np.float64)
     if objective == "rating":
         return float(np.mean(np.square(s - targets)))

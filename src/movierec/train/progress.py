@@ -1,11 +1,11 @@
 """Following a training run: the per-epoch callback and progress inside an epoch (a tqdm bar
 on a terminal, an occasional line anywhere else).
 
-An epoch at MovieLens-20M scale takes about a minute; without this the log is silent until it
-ends. On a terminal the bar redraws in place and disappears when the epoch's own line is
-printed. In a log (CI, ``dvc repro`` piping, ``dvc exp run --queue``) a redrawn bar would be
-hundreds of lines, so there it is one line at most every ``LINE_SECONDS``, and none for an
-epoch shorter than that.
+An epoch at MovieLens-20M scale is over a hundred thousand steps; without this the log is
+silent until it ends. On a terminal the bar redraws in place and disappears when the epoch's
+own line is printed. In a log (CI, ``dvc repro`` piping, ``dvc exp run --queue``) a redrawn
+bar would be hundreds of lines, so there it is one line at most every ``LINE_SECONDS``, and
+none for an epoch shorter than that.
 """
 
 from __future__ import annotations

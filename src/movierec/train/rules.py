@@ -13,7 +13,8 @@ Three ways to update the embedding tables (``train.table_updates``):
   split is scored and the model is saved. Same rule, same result up to float rounding, at the
   cost of the touched rows.
 * ``dense``: the same rule computed the tutorial's way, every row of every table on every step
-  (the reference the tests compare ``lazy`` against; about 6x slower at MovieLens-20M scale).
+  (the reference the tests compare ``lazy`` against; its cost per step grows with the tables,
+  not with the batch, so it is slow at MovieLens-20M scale: docs/benchmarks.md).
 * ``sparse``: TensorFlow 1's ``MomentumOptimizer`` rule for sparse gradients, a different rule:
   a row's momentum is kept, decayed and applied only on the steps that touch it, so an untouched
   row does not move.
