@@ -1,5 +1,5 @@
 """``python -m benchmarks speed``: how fast, at MovieLens-20M scale, against the tutorial's
-own code, in one run on one machine (see ``README.md`` for figures):
+own code, in one run on one machine (docs/benchmarks.md has the figures):
 
 1. the real ingest and preprocess stages on the full-size synthetic twin (20,000,263 ratings),
    with their times and peak memory; the tutorial's per-row ``df.apply`` indexing is timed on a
@@ -45,7 +45,8 @@ from benchmarks.common import (
 HELP = "the project against the tutorial at ML-20M scale"
 TUTORIAL_BATCH = 128
 TUTORIAL_LR, TUTORIAL_MOMENTUM = 0.08, 0.9
-# Rows on which the tutorial's per-row indexing is timed (the anchors' figure is per 200,000).
+# Rows on which the tutorial's per-row indexing is timed, then extrapolated to the full size:
+# enough for a stable rate, few enough to keep the slow path short.
 APPLY_SAMPLE = 200_000
 # Differences in mean test MSE below this are float rounding, not accuracy.
 SAME_MSE = 1e-4
@@ -315,7 +316,7 @@ def accuracy_line(label: str, runs: list[dict]) -> str:
 def verdict_lines(mean: dict[str, float]) -> list[str]:
     """Each path's difference from the tutorial's mean test MSE, then the check's verdict."""
     # "No worse" allows float rounding: the exact-rule paths see the same weights and the same
-    # batches, and agree with the tutorial's path to about 1e-6 in MSE.
+    # batches, so they differ from the tutorial's path by float rounding only.
     worse = [key for key in ("dense", "lazy") if mean[key] > mean["tutorial"] + SAME_MSE]
     lines = [f"  {key} - tutorial: {mean[key] - mean['tutorial']:+.5f} mean test MSE"
              for key in ("dense", "lazy", "sparse")]

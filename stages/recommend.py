@@ -41,7 +41,7 @@ def main() -> None:
     last_report = [time.perf_counter()]
 
     def progress(done: int, total: int) -> None:
-        # A line every 30 s: none on small data, about ten for every user of ML-20M.
+        # A line every 30 s: none on small data, a handful for every user of ML-20M.
         now = time.perf_counter()
         if now - last_report[0] >= 30 and done < total:
             print(f"recommend: {done:,} of {total:,} users ({now - start:.0f} s)", flush=True)

@@ -52,7 +52,7 @@ def main() -> None:
     save_model(result.model, result.spec, args.model)
     log.close()
     write_json(summary(result, params, len(train_df)), args.metrics)
-    if args.checkpoint_dir:  # every output is in place: the checkpoints are no longer needed
+    if args.checkpoint_dir:  # every output is in place: there is no run left to resume
         shutil.rmtree(args.checkpoint_dir, ignore_errors=True)
     last = result.history.iloc[-1]
     best = result.history.iloc[result.best_epoch - 1]
@@ -76,8 +76,8 @@ def main() -> None:
 
 
 def summary(result: TrainResult, params: TrainParams, n_train: int) -> dict:
-    """metrics/train.json: the chosen epoch's figures (the rating objective's keys are the
-    tutorial pipeline's, unchanged)."""
+    """metrics/train.json: the chosen epoch's figures (a rating run's keys are kept stable, so
+    that `dvc metrics diff` lines them up across commits and experiments)."""
     last = result.history.iloc[-1]
     best = result.history.iloc[result.best_epoch - 1]
     out = {"train_mean": result.train_mean, "epochs": int(last["epoch"]),
