@@ -1,8 +1,10 @@
 # On a fresh machine, two commands (see README.md):
 #   make pipeline   installs everything into .venv and runs the pipeline (offline default)
-#   make test       installs everything into .venv and runs the linter and the tests
-#   make bench      the speed benchmark at MovieLens-20M scale (about 12 minutes; not a test)
-#   make bench-recommend  the recommend stage at MovieLens-20M scale (not a test)
+#   make test       installs everything into .venv and runs the linters and every test
+# and, for the edit-test loop and for measuring (docs/development.md, docs/benchmarks.md):
+#   make test-fast  the unit tier: every test not marked slow
+#   make bench      the training speed benchmark at MovieLens-20M scale (not a test)
+#   make bench-recommend  the recommend stage at MovieLens-20M scale
 #   make bench-ranking    an epoch with negatives per objective at MovieLens-20M scale
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +16,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # DVC's usage analytics would send traffic out; this project sends none.
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install pipeline test bench bench-recommend bench-ranking
+.PHONY: install pipeline test test-fast bench bench-recommend bench-ranking
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +29,16 @@ install: $(STAMP)
 pipeline: install
 	dvc repro
 
+# One pytest-xdist worker per core. A test module runs whole on one worker (its tests share
+# module fixtures and some run in order), in the order tests/conftest.py sorts them.
+PYTEST := python -m pytest -n auto --dist loadscope --no-loadscope-reorder
+
 test: install
 	ruff check .
-	python -m pytest
+	$(PYTEST)
+
+test-fast: install
+	$(PYTEST) -m "not slow"
 
 bench: install
 	python -m benchmarks speed

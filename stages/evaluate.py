@@ -7,7 +7,8 @@ from movierec.core.config import load_params
 from movierec.core.files import read_parquet, write_csv, write_json
 from movierec.core.stage import run_stage, stage_parser
 from movierec.evaluate import report
-from movierec.nets.keras_model import load_net
+from movierec.nets import scoring
+from movierec.nets.saved import read_weights
 from movierec.train.live import read_history
 
 
@@ -30,9 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params).evaluate
 
-    model, spec = load_net(args.model)
+    spec, weights = read_weights(args.model)
     inputs = report.Inputs(
-        model=model, spec=spec,
+        scorer=scoring.from_weights(spec, weights), spec=spec,
         train=read_parquet(args.train, columns=[USER_IDX_COL, MOVIE_IDX_COL, RATING_COL]),
         test=read_parquet(args.test), top_n=read_parquet(args.top_n), top_n_source=args.top_n,
         user_ids=read_parquet(args.user_index, columns=[USER_COL])[USER_COL].to_numpy(),

@@ -10,6 +10,7 @@ from movierec.core.files import read_parquet, write_parquet
 from movierec.core.stage import run_stage, stage_parser
 from movierec.data.sparse import Seen
 from movierec.nets import scoring
+from movierec.nets.saved import read_weights
 from movierec.ranking.topn import recommend_all, top_n_table
 
 
@@ -22,12 +23,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output: userId, rank, movieId, score")
     args = parser.parse_args()
     params = load_params(args.params).recommend
-    # Imports TensorFlow: after the params are checked.
-    from movierec.nets.keras_model import load_net, weights_of
-
     start = time.perf_counter()
-    model, spec = load_net(args.model)
-    weights = scoring.from_weights(spec, weights_of(model, spec))
+    weights = scoring.from_weights(*read_weights(args.model))
     if params.candidates and not weights.has_main:
         raise ParamsError(
             f"params: recommend.candidates = {params.candidates} (expected 0 for a model "

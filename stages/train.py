@@ -6,7 +6,6 @@ import shutil
 import movierec.core.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
 from movierec.core.config import TrainParams, load_params
 from movierec.core.files import read_parquet, write_json
-from movierec.core.quiet import device_line
 from movierec.core.stage import raise_if_stopped, run_stage, stage_parser
 from movierec.nets.keras_model import save_model
 from movierec.train import distribute, progress
@@ -32,7 +31,7 @@ def main() -> None:
     place = distribute.start(params)  # before TensorFlow runs anything: threads, devices
     if place.kind != "default":
         print(f"train: {place.description}", flush=True)
-    elif line := device_line("train", "training"):
+    elif line := distribute.device_line("train", "training"):
         print(line, flush=True)
 
     n_users = len(read_parquet(args.user_index, columns=["user_idx"]))

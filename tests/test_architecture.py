@@ -76,6 +76,29 @@ def test_stage_deps_cover_every_module_the_stage_imports(stage):
                         f"(or a folder holding them) in its deps: {missing}"
 
 
+def _third_party(path: Path) -> set[str]:
+    """The top-level names of every package ``path`` imports, in functions too."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("script", ["stages/recommend.py", "stages/evaluate.py",
+                                    "src/movierec/serve/query.py"])
+def test_scoring_paths_never_start_tensorflow(script):
+    # They read the weights with h5py and score with the numba kernels: TensorFlow's start-up
+    # would cost more than their work on small data, and every query command would pay it.
+    files = module_files()
+    started = {name: sorted(_third_party(files[name]) & {"keras", "tensorflow"})
+               for name in closure(ROOT / script)}
+    started[script] = sorted(_third_party(ROOT / script) & {"keras", "tensorflow"})
+    assert not {k: v for k, v in started.items() if v}, started
+
+
 def test_closure_follows_lazy_and_transitive_imports(tmp_path):
     """The closure is what the deps test stands on: it must see an import inside a function
     and the imports of what is imported."""
@@ -95,6 +118,7 @@ def test_closure_follows_lazy_and_transitive_imports(tmp_path):
         "movierec", "movierec.low", "movierec.low.b"}
 
 
+@pytest.mark.slow
 def test_importing_the_package_changes_nothing_in_the_process():
     """No import-time side effects: environment, stderr and signal handlers stay as they were
     after importing every module (but ``core.quiet_start``, whose one job is to install the

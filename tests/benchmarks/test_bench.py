@@ -4,6 +4,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 
 def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
     done = subprocess.run(

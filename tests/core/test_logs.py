@@ -74,6 +74,7 @@ def _child(tail: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_a_process_with_the_filter_shows_its_own_lines_and_real_errors_only():
     done = _child("")
     assert done.returncode == 0, done.stderr
@@ -81,6 +82,7 @@ def test_a_process_with_the_filter_shows_its_own_lines_and_real_errors_only():
         "a line of ours", "E0000 00:00:1.5   7 collective_ops.cc:1] a real TensorFlow error"]
 
 
+@pytest.mark.slow
 def test_a_real_failure_still_shows_its_traceback():
     done = _child("import a_module_that_does_not_exist")
     assert done.returncode == 1

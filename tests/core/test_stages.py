@@ -59,6 +59,7 @@ def test_preprocess_rejects_a_bad_fraction(tmp_path):
                                    "(expected a number strictly between 0 and 1)")
 
 
+@pytest.mark.slow
 def test_ingest_then_preprocess_on_a_small_twin(tmp_path):
     params = params_file(tmp_path, data={"synthetic": {"n_ratings": 3000, "seed": 1}})
     done = run_stage("ingest", "--params", str(params), "--download-dir", ".",
@@ -77,6 +78,7 @@ def test_ingest_then_preprocess_on_a_small_twin(tmp_path):
         "m.parquet", "test.parquet", "train.parquet", "u.parquet"]
 
 
+@pytest.mark.slow
 def test_train_stage_with_refit_records_the_selection_run(tmp_path):
     params = params_file(tmp_path, data={"synthetic": {"n_ratings": 3000, "seed": 1}},
                          train={"epochs": 4, "val_fraction": 0.2, "patience": 1, "refit": True,
@@ -143,6 +145,7 @@ def _assert_failed_in_one_line_and_wrote_nothing(done, cwd, pattern):
         assert not (cwd / output).exists(), output
 
 
+@pytest.mark.slow
 def test_a_diverged_train_stage_fails_in_one_line_and_writes_nothing(small_split, tmp_path):
     # As `dvc exp run -S train.learning_rate=1000 -S train.epochs=2` runs it.
     params = params_file(tmp_path, train={"hidden_units": 16, "learning_rate": 1000,
@@ -178,6 +181,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_a_train_stage_diverged_after_an_epoch_leaves_no_curves_of_it(small_split, tmp_path):
     cwd = tmp_path
     params = params_file(cwd, train={"hidden_units": 16, "epochs": 3})

@@ -18,15 +18,12 @@ import yaml
 from dvc.config import Config
 from dvc_render.html import HTML
 from dvc_render.vega import VegaRenderer
-from support import pipeline
 from support.pipeline import dvc, env_for, run
 
 from movierec.evaluate import plots_page
 from movierec.evaluate.plots_page import PLOT_DIVS, REFRESH_TAG, SCRIPTS, PlotsPageError
 
 ROOT = Path(__file__).resolve().parents[2]
-# env_for points PYTHONPATH at the temporary project's src/, which holds no package here.
-ENV = {"PYTHONPATH": str(ROOT / "src")}
 FAKE_BUNDLE = "window.vegaEmbed = function (el, spec) { return Promise.resolve(); };"
 # A src= or href= that leaves the page: http(s)://... or protocol-relative //...
 EXTERNAL_REF = re.compile(r"""\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
@@ -107,10 +104,11 @@ def make_project(repo: Path) -> Path:
 
 def movierec(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "movierec", *args], cwd=repo,
-                          env={**env_for(repo), **ENV}, capture_output=True, text=True,
+                          env=env_for(repo), capture_output=True, text=True,
                           timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_plots_show_writes_a_page_that_needs_no_network(tmp_path):
     repo = make_project(tmp_path / "project")
     made = movierec(repo, "plots-template")  # by default, where DVC reads it
@@ -119,7 +117,7 @@ def test_plots_show_writes_a_page_that_needs_no_network(tmp_path):
     assert made.stdout.startswith(f"wrote {path} ("), made.stdout
     run(repo, "git", "check-ignore", "-q", _paths()["plots_page"])  # never committed
 
-    out = dvc(repo, "plots", "show", env=ENV)
+    out = dvc(repo, "plots", "show")
     assert "dvc_plots/index.html" in out, out
     page = (repo / "dvc_plots" / "index.html").read_text(encoding="utf-8")
     assert not EXTERNAL_REF.search(page)
@@ -133,6 +131,7 @@ def test_plots_show_writes_a_page_that_needs_no_network(tmp_path):
     assert '{"epoch": "3", "loss": "0.25", "rev": "workspace"}' in page
 
 
+@pytest.mark.slow
 def test_plots_template_out_writes_elsewhere(tmp_path):
     repo = make_project(tmp_path / "project")
     made = movierec(repo, "plots-template", "--out", "elsewhere/page.html")
@@ -143,17 +142,19 @@ def test_plots_template_out_writes_elsewhere(tmp_path):
     assert not (repo / _paths()["plots_page"]).exists()
 
 
+@pytest.mark.slow
 def test_plots_show_without_the_generated_template_fails(tmp_path):
     # What a checkout sees before its first `dvc repro` (DVC 3.67.1 reads the missing path as
     # the template text itself): the README names this message and what fixes it.
     repo = make_project(tmp_path / "project")
     done = subprocess.run([sys.executable, "-m", "dvc", "plots", "show"], cwd=repo,
-                          env={**env_for(repo), **ENV}, capture_output=True, text=True,
+                          env=env_for(repo), capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode != 0
     assert "HTML template has to contain '{plot_divs}'" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_plots_template_without_the_setting_is_one_clear_error(tmp_path):
     repo = make_project(tmp_path / "project")
     dvc(repo, "config", "--unset", "plots.html_template")
@@ -165,14 +166,12 @@ def test_plots_template_without_the_setting_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.e2e
-def test_repro_then_plots_show_draws_offline_with_no_other_step(tmp_path):
+def test_repro_then_plots_show_draws_offline_with_no_other_step(trained_project, tmp_path):
     """A fresh copy of the project (no `make install`, no plots-template): `dvc repro` writes
     the template, and `dvc plots show` fills it with the pipeline's charts, Vega inline."""
-    repo = pipeline.make_project(tmp_path / "project")
     target = _paths()["plots_page"]
-    assert not (repo / target).exists()
-
-    out = dvc(repo, "repro")
+    out = trained_project.repro_log  # the session's first `dvc repro` of a fresh copy
+    repo = trained_project.copy(tmp_path / "project")
     assert "Running stage 'plots_page'" in out, out
     run(repo, "git", "check-ignore", "-q", target)  # generated, never committed
     assert run(repo, "git", "ls-files", target) == ""

@@ -17,7 +17,10 @@ from movierec.nets.keras_model import (
     load_net,
     load_spec,
     save_model,
+    weights_of,
 )
+from movierec.nets.saved import read_weights
+from movierec.nets.scoring import from_weights, predict_pairs
 from movierec.nets.spec import NetSpec
 
 
@@ -127,6 +130,39 @@ def test_save_load_gives_identical_predictions_and_the_spec(tmp_path, kind, obje
     # Plain Keras loads it too, in safe mode: the spec is an extra entry Keras does not read.
     plain = keras.saving.load_model(path, safe_mode=True, compile=False)
     np.testing.assert_array_equal(plain.predict([u, m], verbose=0), before)
+
+
+@pytest.mark.parametrize("objective", ["rating", "bpr"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_weights_read_without_tensorflow_are_the_ones_keras_loads(tmp_path, kind, objective):
+    spec = spec_of(kind, 9, 11, 4, 8, dropout=0.2, objective=objective, train_mean=3.52)
+    path = tmp_path / "model.keras"
+    save_model(saved_form(spec), spec, path)
+    got_spec, got = read_weights(path)
+    loaded, loaded_spec = load_net(path)
+    expected = weights_of(loaded, loaded_spec)
+    assert got_spec == spec and sorted(got) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    # Scored from those weights, every pair gets the Keras model's output.
+    u, m = np.repeat(np.arange(9), 11), np.tile(np.arange(11), 9)
+    keras_out = loaded.predict([u.reshape(-1, 1), m.reshape(-1, 1)], verbose=0)[:, 0]
+    np.testing.assert_allclose(predict_pairs(from_weights(spec, got), u, m), keras_out,
+                               rtol=1e-5, atol=2e-5)
+
+
+def test_a_model_whose_weights_do_not_match_its_spec_is_refused(tmp_path):
+    spec = NetSpec("residual", 4, 5, 2, 3)
+    path = tmp_path / "model.keras"
+    save_model(saved_form(spec), spec, path)
+    other = tmp_path / "other.keras"
+    wider = NetSpec("residual", 4, 5, 2, 7)  # the file's Dense layers have 3 units
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(other, "w") as zout:
+        for info in zin.infolist():
+            data = wider.to_json() if info.filename == SPEC_ENTRY else zin.read(info)
+            zout.writestr(info, data)
+    with pytest.raises(DataError, match=r"hidden/kernel has shape \(4, 3\) \(expected \(4, 7\)"):
+        read_weights(other)
 
 
 def test_a_model_file_without_a_spec_is_refused_with_one_line(tmp_path):

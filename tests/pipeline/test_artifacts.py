@@ -1,7 +1,7 @@
 """The trained model as a registered DVC artifact: `dvc artifacts get` and `dvc ls`.
 
-A tiny copy of the project (5,000 ratings, one epoch) runs up to the train stage twice, with two
-seeds, and each model is committed and published with an annotated Git tag; a consumer folder
+A copy of the session's trained project (a tiny twin, one epoch) and a second model of another
+seed are each committed and published with an annotated Git tag; a consumer folder
 outside the repository then fetches the versions by name, as a user of the model would.
 """
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 NAME = "residual-recommender"
 MODEL = "models/model.keras"
-N_RATINGS = 5_000  # the smallest twin config.py allows a useful split of, as test_dvc_sharing
+N_RATINGS = 5_000  # the lightweight-tag test never runs a stage: any size does
 
 
 def artifacts_get(cwd: Path, repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -31,20 +31,25 @@ def artifacts_get(cwd: Path, repo: Path, *args: str) -> subprocess.CompletedProc
                           check=False)
 
 
-def train_and_tag(repo: Path, version: str) -> bytes:
-    dvc(repo, "repro", "train")  # download -> ingest -> preprocess -> train, no further
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", f"model {version}")
+def tag(repo: Path, version: str) -> bytes:
     # Annotated (-a): DVC's tag lookup (GTO's) skips lightweight tags.
     run(repo, "git", "tag", "-a", f"{NAME}@{version}", "-m", f"{NAME} {version}")
     return (repo / MODEL).read_bytes()
 
 
+def train_and_tag(repo: Path, version: str) -> bytes:
+    dvc(repo, "repro", "train")  # the train stage, on the committed data stages' outputs
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", f"model {version}")
+    return tag(repo, version)
+
+
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
-    """The repository with two published versions, and each version's model file."""
-    repo = make_project(tmp_path_factory.mktemp("registry") / "project", N_RATINGS, epochs=1)
-    models = {"v1.0.0": train_and_tag(repo, "v1.0.0")}
+def registry(trained_project, tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """The repository with two published versions, and each version's model file: the
+    session's trained project, then a model of another seed."""
+    repo = trained_project.copy(tmp_path_factory.mktemp("registry") / "project")
+    models = {"v1.0.0": tag(repo, "v1.0.0")}
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["seed"] += 1  # another initialisation: a different model file
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

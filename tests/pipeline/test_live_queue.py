@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.pipeline import dvc, env_for, kill_leftovers, run, wait_until_gone
-from support.pipeline import make_project as e2e_project
+from support.pipeline import dvc, env_for, kill_leftovers, wait_until_gone
 
 pytestmark = [
     pytest.mark.e2e,
@@ -23,11 +22,10 @@ pytestmark = [
                        reason="finds the queue's workers through /proc"),
 ]
 
-# 20,000 ratings (16,000 to train on) at batch 16 and one SGD step per call into TensorFlow:
-# about 0.8 s an epoch on one core, so `dvc exp show` (about 2 s a call) sees several epochs
-# go by. Speed knobs only (steps_per_execution), and a batch small enough to be slow yet
-# stable at the default learning rate (batch 8 diverges).
-N_RATINGS = 20_000
+# The session project's 20,000 ratings (16,000 to train on) at batch 16 and one SGD step per
+# call into TensorFlow: an epoch is slow enough that `dvc exp show`, polled between epochs, sees
+# several of them go by. Speed knobs only (steps_per_execution), and a batch small enough to be
+# slow yet stable at the default learning rate (batch 8 diverges).
 EPOCHS = 20
 SLOW = ("train.batch_size=16", "train.steps_per_execution=1")
 LIVE = "dvclive/metrics.json"
@@ -36,13 +34,10 @@ POLL_S = 1.0
 
 
 @pytest.fixture
-def repo(tmp_path):
-    """The project on the twin, with ingest and preprocess already run and committed, so that
-    the queued experiment restores them from the cache and spends its time training."""
-    repo = e2e_project(tmp_path / "project", N_RATINGS, epochs=1)
-    dvc(repo, "repro", "preprocess")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-q", "-m", "preprocessed")
+def repo(trained_project, tmp_path):
+    """A copy of the session's trained project (its run committed), so that the queued
+    experiment restores the data stages from the cache and spends its time training."""
+    repo = trained_project.copy(tmp_path / "project")
     yield repo
     # Whatever the outcome: no worker, exec-run or stage outlives the test (only processes
     # whose working directory is inside this copy are touched).

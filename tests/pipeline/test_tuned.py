@@ -54,6 +54,7 @@ def small_twin():
     return prepare(twin.ratings, twin.movies, test_fraction=0.2, seed=1234)
 
 
+@pytest.mark.slow
 def test_tuned_beats_the_tutorial_and_the_bias_baseline(small_twin):
     data = small_twin
     n, m = len(data.users), len(data.movies)

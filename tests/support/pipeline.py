@@ -20,7 +20,10 @@ def env_for(repo: Path) -> dict:
     env = dict(os.environ)
     # The stage commands say `python`: make it this interpreter, importing the copied package.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(repo / "src")
+    # The package from this checkout's src/, as `make install` (an editable install) gives a
+    # user: the copy's src/ is byte-identical (it is what DVC hashes), and numba's compiled
+    # kernels, cached beside the source, are then compiled once per checkout, not per copy.
+    env["PYTHONPATH"] = str(ROOT / "src")
     env["DVC_NO_ANALYTICS"] = "1"  # never phone home from a test
     env.update(GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.invalid",
                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.invalid")
@@ -56,6 +59,15 @@ def make_project(repo: Path, n_ratings: int = 20_000, epochs: int = 1) -> Path:
     run(repo, "git", "commit", "-q", "-m", "project")
     # Nothing more, as on a teammate's clone: `dvc repro` writes the offline plots page itself.
     return repo
+
+
+def copy_project(src: Path, dst: Path) -> Path:
+    """A copy of the project repository ``src`` (git history, DVC cache, outputs) at ``dst``.
+
+    DVC's scratch folder stays behind: its state database and locks belong to ``src``."""
+    shutil.copytree(src, dst, symlinks=True,
+                    ignore=lambda folder, names: ["tmp"] if Path(folder).name == ".dvc" else [])
+    return dst
 
 
 def processes_in(folder: Path) -> list[int]:

@@ -65,6 +65,7 @@ def runs(data):
             for objective in ("rating", "bce")}
 
 
+@pytest.mark.slow
 def test_ranking_objective_beats_the_rating_objective_and_popularity(data, runs):
     ndcg = {name: _model_ndcg(data, run) for name, run in runs.items()}
     popular = _popularity_ndcg(data)
@@ -74,6 +75,7 @@ def test_ranking_objective_beats_the_rating_objective_and_popularity(data, runs)
     assert runs["bce"].history["test_ndcg"].iloc[-1] == pytest.approx(ndcg["bce"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_ranking_model_is_saved_as_a_scorer(runs):
     bce = runs["bce"]
     assert bce.spec.objective == "bce" and not bce.spec.predicts_ratings
@@ -85,6 +87,7 @@ def test_a_ranking_model_is_saved_as_a_scorer(runs):
     assert stats["drawn"] == len(bce.history) * 4 * bce.n_fit + stats["rejected"]
 
 
+@pytest.mark.slow
 def test_bpr_early_stops_on_validation_ndcg(data):
     n, m = len(data.users), len(data.movies)
     params = TrainParams(objective="bpr", val_fraction=0.1, patience=1, ndcg_users=300,

@@ -68,6 +68,7 @@ def _killed_then_resumed(data, params, folder, monkeypatch, kill_after):
 # The selection run here has 5 epochs (then refit 4): killed after its first, after its last
 # (done, refit not begun) and in the middle of the refit.
 @pytest.mark.parametrize("kill_after", [1, 5, 7])
+@pytest.mark.slow
 def test_resumed_run_ends_exactly_as_an_uninterrupted_one(data, uninterrupted, tmp_path,
                                                           monkeypatch, kill_after):
     _same(_killed_then_resumed(data, PARAMS, tmp_path, monkeypatch, kill_after), uninterrupted)
@@ -80,6 +81,7 @@ RANKING = dataclasses.replace(PARAMS, objective="bce", negatives=2,
 
 
 @pytest.mark.parametrize("kill_after", [1, 4])
+@pytest.mark.slow
 def test_ranking_run_resumes_exactly(data, tmp_path, monkeypatch, kill_after):
     whole = train(data.train, data.test, len(data.users), len(data.movies), RANKING, verbose=0)
     resumed = _killed_then_resumed(data, RANKING, tmp_path, monkeypatch, kill_after)
@@ -87,6 +89,7 @@ def test_ranking_run_resumes_exactly(data, tmp_path, monkeypatch, kill_after):
     assert resumed.negatives == whole.negatives and whole.negatives["rejected"] > 0
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_params_is_ignored(data, tmp_path, capsys):
     n, m = len(data.users), len(data.movies)
     plain = dataclasses.replace(PARAMS, refit=False, epochs=2)
@@ -99,6 +102,7 @@ def test_checkpoint_of_other_params_is_ignored(data, tmp_path, capsys):
 
 # A run killed, the code changed, the run started again: it must not resume under the new code.
 
+@pytest.mark.slow
 def test_checkpoint_of_other_code_is_ignored(data, tmp_path, monkeypatch, capsys):
     n, m = len(data.users), len(data.movies)
     plain = dataclasses.replace(PARAMS, refit=False, epochs=2)
@@ -203,6 +207,7 @@ def _live_files(cwd):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_killed_train_stage_leaves_no_output_and_resumes(stage_dir, sig):
     cwd, params, reference, _ = stage_dir
     for out in (cwd / "out").iterdir():
@@ -230,6 +235,7 @@ def test_killed_train_stage_leaves_no_output_and_resumes(stage_dir, sig):
     assert not (cwd / "ckpt").exists()
 
 
+@pytest.mark.slow
 def test_ingest_killed_at_any_moment_leaves_old_or_new_outputs_whole(tmp_path):
     # Previous outputs from another seed; then runs for a new seed killed at growing delays.
     # Every file must be the previous one or the new one, complete, and nothing else may exist.

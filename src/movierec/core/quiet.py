@@ -9,7 +9,8 @@ the cuInit line with it would hide every other C++ error too.
 
 An entry point installs it by importing ``movierec.core.quiet_start`` before anything imports
 TensorFlow (importing this module has no effect of its own, so tests and library users keep
-their stderr). The stage's own no-GPU line replaces the chatter (``device_line``).
+their stderr). The train stage's own no-GPU line replaces the chatter
+(``train.distribute.device_line``).
 """
 
 from __future__ import annotations
@@ -129,13 +130,3 @@ def original_stderr() -> int:
     """The file descriptor of the real stderr: for output that must not wait on the filter
     (a progress bar, a child process that may outlive this one)."""
     return _filter.original if _filter is not None else 2
-
-
-def device_line(stage: str, work: str) -> str | None:
-    """The project's one line about devices when no GPU is visible (None when there is one)."""
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return None
-    return f"{stage}: no GPU found, {work} on the CPU"
-

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
@@ -21,7 +20,7 @@ from movierec.evaluate import plots
 from movierec.evaluate.baselines import Biases, fit_biases
 from movierec.evaluate.metrics import per_star, rating_metrics
 from movierec.evaluate.ranking_report import ranking_section
-from movierec.nets.keras_model import predict
+from movierec.nets.scoring import ScoringWeights, predict_pairs
 from movierec.nets.spec import NetSpec
 
 # The ranking rows printed, in order (metrics/test.json holds them all).
@@ -30,10 +29,10 @@ RANKED = ("model", "popularity", "biases")
 
 @dataclass(frozen=True)
 class Inputs:
-    """What evaluate reads: the model, the splits, the recommend stage's lists and the
-    index -> MovieLens id maps."""
+    """What evaluate reads: the model (its spec, and its scorer, which gives the Keras model's
+    outputs), the splits, the recommend stage's lists and the index -> MovieLens id maps."""
 
-    model: keras.Model
+    scorer: ScoringWeights
     spec: NetSpec
     train: pd.DataFrame  # user_idx, movie_idx, rating
     test: pd.DataFrame
@@ -63,7 +62,7 @@ def evaluate(inputs: Inputs, params: EvaluateParams) -> Evaluation:
     """The report and the per-star table."""
     spec, test = inputs.spec, inputs.test
     y_true = test[RATING_COL].to_numpy()
-    y_pred = predict(inputs.model, test)
+    y_pred = predict(inputs.scorer, test)
     biases = fit_bias_baseline(inputs, params)
     if spec.predicts_ratings:
         bias_pred = biases.predict(test[USER_IDX_COL].to_numpy(), test[MOVIE_IDX_COL].to_numpy())
@@ -101,8 +100,13 @@ def draw_figures(inputs: Inputs, result: Evaluation, history: pd.DataFrame,
     plots.curve(history, "loss", paths.loss, f"{spec.objective} loss")
     plots.curve(history, "ndcg", paths.mse, "NDCG@k, full catalogue (train.ndcg_k)")
     plots.predicted_by_star(result.y_true, result.y_pred, paths.by_star, scores=True)
-    plots.score_histograms(result.y_pred, predict(inputs.model, random_pairs(inputs)),
+    plots.score_histograms(result.y_pred, predict(inputs.scorer, random_pairs(inputs)),
                            paths.histogram)
+
+
+def predict(scorer: ScoringWeights, pairs: pd.DataFrame) -> np.ndarray:
+    """The model's output for the (user_idx, movie_idx) rows of ``pairs``."""
+    return predict_pairs(scorer, pairs[USER_IDX_COL].to_numpy(), pairs[MOVIE_IDX_COL].to_numpy())
 
 
 def random_pairs(inputs: Inputs, seed: int = 0) -> pd.DataFrame:

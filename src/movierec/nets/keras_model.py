@@ -19,8 +19,8 @@ import pandas as pd
 from keras import layers
 
 from movierec.core.columns import MOVIE_IDX_COL, USER_IDX_COL
-from movierec.core.errors import DataError
 from movierec.core.files import atomic_path
+from movierec.nets.saved import SPEC_ENTRY, load_spec
 from movierec.nets.spec import MOVIE, USER, NetSpec
 
 # Prediction-only batch size: it changes speed, never the predictions' values beyond float
@@ -29,9 +29,6 @@ PREDICT_BATCH_SIZE = 8192
 
 USER_INPUT = "user"
 MOVIE_INPUT = "movie"
-# The spec's entry in the .keras zip, beside Keras' own config.json and weights (Keras reads
-# only its own entries, so the file still loads with plain keras.saving.load_model).
-SPEC_ENTRY = "movierec/net.json"
 TRAIN_MEAN_LAYER = "add_train_mean"
 SCORE_LAYER = "ranking_score"
 
@@ -150,22 +147,6 @@ def _reproducible_archive(archive: bytes, spec: NetSpec) -> bytes:
 def load_model(path: str | Path) -> keras.Model:
     """Loads a saved model in Keras' safe mode (no arbitrary code from the file)."""
     return keras.models.load_model(path, safe_mode=True, compile=False)
-
-
-def load_spec(path: str | Path) -> NetSpec:
-    """The spec saved inside a model file by :func:`save_model`."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            text = zf.read(SPEC_ENTRY)
-    except KeyError:
-        raise DataError(f"{path}: no {SPEC_ENTRY} inside (expected a model saved by the train "
-                        "stage; retrain it with `dvc repro`)") from None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .keras file ({exc})") from None
-    try:
-        return NetSpec.from_json(text)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: {SPEC_ENTRY}: {exc}") from None
 
 
 def load_net(path: str | Path) -> tuple[keras.Model, NetSpec]:

@@ -300,3 +300,20 @@ def score_pairs(weights: ScoringWeights, users: np.ndarray, movies: np.ndarray) 
         _side_pairs(u_hidden, np.exp(np.minimum(u_hidden, EXP_SAFE)), weights.movie_hidden,
                     weights.movie_hidden_exp, weights.w2, movies, exact_exp, out)
     return out
+
+
+# Pairs scored per call of ``predict_pairs``: bounds its (pairs x hidden units) temporary.
+PAIR_CHUNK = 16_384
+
+
+def predict_pairs(weights: ScoringWeights, users: np.ndarray, movies: np.ndarray
+                  ) -> np.ndarray:
+    """The model's output (float64) for each (users[i], movies[i]) pair, as the Keras model's
+    ``predict`` gives it up to float32 rounding: a rating model's stars, a ranking score."""
+    users = np.asarray(users, dtype=np.int64)
+    movies = np.asarray(movies, dtype=np.int64)
+    out = np.empty(len(users), dtype=np.float64)
+    for start in range(0, len(users), PAIR_CHUNK):
+        part = slice(start, start + PAIR_CHUNK)
+        out[part] = score_pairs(weights, users[part], movies[part, None])[:, 0]
+    return out

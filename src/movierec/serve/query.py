@@ -26,6 +26,7 @@ from movierec.core.errors import MovieRecError
 from movierec.core.files import read_parquet
 from movierec.data.sparse import Seen
 from movierec.nets import scoring
+from movierec.nets.saved import read_weights
 from movierec.ranking.metrics import popularity_scores
 from movierec.ranking.topn import recommend_block
 
@@ -74,14 +75,12 @@ class Recommender:
 
     @classmethod
     def load(cls, paths: dict[str, Path]) -> Recommender:
-        from movierec.nets.keras_model import load_net, weights_of  # imports keras, only here
-
         for name in ("model", "train", "user_index", "movie_index"):
             if not paths[name].exists():
                 raise MovieRecError(f"{paths[name]} not found (expected the pipeline's outputs: "
                                     "run `dvc repro` or `dvc pull` first)")
-        model, spec = load_net(paths["model"])
-        weights = scoring.from_weights(spec, weights_of(model, spec))
+        spec, named = read_weights(paths["model"])
+        weights = scoring.from_weights(spec, named)
         users = read_parquet(paths["user_index"], columns=[USER_COL])[USER_COL].to_numpy()
         movies = read_parquet(paths["movie_index"])
         seen = Seen.read(paths["train"], weights.n_users, weights.n_movies)

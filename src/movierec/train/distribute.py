@@ -73,6 +73,13 @@ class Placement:
         return self.kind == "multi_worker"
 
 
+def device_line(stage: str, work: str) -> str | None:
+    """The project's one line about devices when no GPU is visible (None when there is one)."""
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    return f"{stage}: no GPU found, {work} on the CPU"
+
+
 def set_intra_op_threads(n: int) -> None:
     """Threads TensorFlow may use inside one op; 0 keeps TensorFlow's default (all cores).
 
