@@ -82,8 +82,8 @@ def anchors(text: str) -> list[str]:
 def links(text: str) -> list[str]:
     """Link and image targets outside fenced blocks and code spans."""
     prose, _ = split_fenced(text)
-    prose = CODE_SPAN.sub(lambda m: "`" + "x" * len(m.group(2)) + "`"
-                          if "](" in m.group(2) else m.group(0), prose)
+    # A link written inside a code span is code; code spans inside a link's text are kept.
+    prose = CODE_SPAN.sub(lambda m: "" if "](" in m.group(2) else m.group(0), prose)
     return [m.group(1) for m in LINK.finditer(prose)]
 
 
