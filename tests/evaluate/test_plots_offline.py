@@ -145,7 +145,7 @@ def test_plots_template_out_writes_elsewhere(tmp_path):
 @pytest.mark.slow
 def test_plots_show_without_the_generated_template_fails(tmp_path):
     # What a checkout sees before its first `dvc repro` (DVC 3.67.1 reads the missing path as
-    # the template text itself): the README names this message and what fixes it.
+    # the template text itself): docs/dvc.md names this message and what fixes it.
     repo = make_project(tmp_path / "project")
     done = subprocess.run([sys.executable, "-m", "dvc", "plots", "show"], cwd=repo,
                           env=env_for(repo), capture_output=True, text=True,
