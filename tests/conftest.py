@@ -22,8 +22,8 @@ from movierec.data import synthetic
 # The longest modules, longest first. pytest-xdist (--dist loadscope) hands out whole modules
 # in collection order, so the suite ends soonest when these start first and the many short
 # modules fill in around them.
-LONGEST_FIRST = ("pipeline/test_pipeline_e2e.py", "train/test_distribute.py",
-                 "pipeline/test_tuned.py", "benchmarks/test_bench.py")
+LONGEST_FIRST = ("pipeline/test_tuned.py", "train/test_distribute.py",
+                 "pipeline/test_pipeline_e2e.py", "benchmarks/test_bench.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,8 +1,12 @@
-"""Run by tests/test_distribute.py in a fresh Python (a strategy and logical devices can only
+"""Run by tests/train/test_distribute.py in a fresh Python (a strategy and logical devices can only
 be set up before TensorFlow starts): trains the loop for a few epochs under a strategy and
 saves the weights and, per variable, how far the replicas' copies are apart.
 
-    python tests/support/distributed_child.py STRATEGY CPU_REPLICAS OBJECTIVE OUT.npz [KEY=VAL ...]
+    python tests/support/distributed_child.py STRATEGY CPU_REPLICAS OBJECTIVES OUT.npz [KEY=VAL ...]
+
+OBJECTIVES is one objective or a comma list, trained one after the other in this process (each
+from its own seeded start); with several, each one's weights go to OUT-<objective>.npz, and
+each prints its own report line.
 
 With ``multi_worker`` it is one task of the cluster in ``TF_CONFIG`` (the chief or a worker, as
 TF_CONFIG says); a lost cluster ends it with one ``error:`` line. Options: ``batch_size``,
@@ -26,30 +30,45 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def main(strategy: str, cpu_replicas: str, objective: str, out: str, *options: str) -> None:
+def main(strategy: str, cpu_replicas: str, objectives: str, out: str, *options: str) -> None:
     opts = dict(o.split("=", 1) for o in options)
     from movierec.core.config import TrainParams
     from movierec.data import synthetic
     from movierec.data.preprocess import prepare
     from movierec.train import distribute
-    from movierec.train.negatives import NegativeSampler
-    from movierec.train.objectives import epoch_data
+    from movierec.train.tf_config import is_chief_task, read_tf_config
 
+    names = objectives.split(",")
     params = dataclasses.replace(TrainParams(), strategy=strategy,
-                                 cpu_replicas=int(cpu_replicas), objective=objective,
+                                 cpu_replicas=int(cpu_replicas), objective=names[0],
                                  steps_per_execution=int(opts.get("steps_per_execution", 64)),
                                  batch_size=int(opts.get("batch_size", 128)),
                                  collective_timeout=int(opts.get("collective_timeout", 300)))
     role = "chief"
-    if strategy == "multi_worker" and not distribute.is_chief_task(distribute.read_tf_config()):
+    if strategy == "multi_worker" and not is_chief_task(read_tf_config()):
         role = "worker"
     place = distribute.start(params, role=role)
-    import tensorflow as tf
-
-    from movierec.train.training import setup
-
     twin = synthetic.generate(int(opts.get("n_ratings", 20_000)), seed=5)
     data = prepare(twin.ratings, twin.movies, 0.2, 1)
+    for objective in names:
+        # One process trains each objective in turn: the strategy is set up once per process.
+        path = out if len(names) == 1 else out.replace(".npz", f"-{objective}.npz")
+        report = _train(dataclasses.replace(params, objective=objective), place, data, opts,
+                        path)
+        print(json.dumps({"objective": objective, **report}), flush=True)
+
+
+def _train(params, place, data, opts: dict, out: str) -> dict:
+    """Trains the loop under ``place`` for a few epochs; saves the weights to ``out`` and
+    returns the report (replicas, steps, how far the replicas' copies are apart, ...)."""
+    import tensorflow as tf
+
+    from movierec.train import distribute
+    from movierec.train.negatives import NegativeSampler
+    from movierec.train.objectives import epoch_data
+    from movierec.train.training import setup
+
+    objective = params.objective
     n_users, n_movies = len(data.users), len(data.movies)
     users = data.train["user_idx"].to_numpy()
     movies = data.train["movie_idx"].to_numpy()
@@ -91,10 +110,11 @@ def main(strategy: str, cpu_replicas: str, objective: str, out: str, *options: s
         copies = [np.asarray(c.numpy(), np.float64) for c in getattr(var, "values", [var])]
         spread[str(i)] = max(float(np.max(np.abs(c - copies[0]))) for c in copies)
     np.savez(out, *[w.numpy() for w in model.weights])
-    print(json.dumps({"replicas": loop.replicas, "steps": steps, "spread": spread,
-                      "copies": len(getattr(loop.tables[0], "values", [0])),
-                      "chief": place.is_chief, "threads": threads,
-                      "samples_per_second": examples / seconds}))
+    return {"replicas": loop.replicas, "steps": steps, "spread": spread,
+            "copies": len(getattr(loop.tables[0], "values", [0])), "chief": place.is_chief,
+            "threads": threads, "samples_per_second": examples / seconds}
+
+
 
 
 if __name__ == "__main__":

@@ -24,22 +24,36 @@ pytestmark = pytest.mark.e2e
 CHILD = Path(__file__).parents[1] / "support" / "distributed_child.py"
 
 
-def _child(tmp_path: Path, strategy: str, replicas: int, objective: str) -> tuple[dict, dict]:
-    out = tmp_path / f"{strategy}-{objective}.npz"
-    done = subprocess.run([sys.executable, str(CHILD), strategy, str(replicas), objective,
-                           str(out)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+OBJECTIVES = ("rating", "bce", "bpr")
+
+
+def _child(tmp_path: Path, strategy: str, replicas: int) -> dict[str, tuple[dict, dict]]:
+    """{objective: (report, weights)} of one child process training every objective."""
+    out = tmp_path / f"{strategy}.npz"
+    done = subprocess.run([sys.executable, str(CHILD), strategy, str(replicas),
+                           ",".join(OBJECTIVES), str(out)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    with np.load(out) as npz:
-        return report, {name: npz[name] for name in npz.files}
+    runs = {}
+    for line in done.stdout.strip().splitlines()[-len(OBJECTIVES):]:
+        report = json.loads(line)
+        with np.load(tmp_path / f"{strategy}-{report['objective']}.npz") as npz:
+            runs[report["objective"]] = report, {name: npz[name] for name in npz.files}
+    assert sorted(runs) == sorted(OBJECTIVES)
+    return runs
 
 
-@pytest.mark.parametrize("objective", ["rating", "bce", "bpr"])
-def test_mirrored_on_two_cpus_keeps_replicas_identical_and_matches_one_device(tmp_path,
-                                                                              objective):
-    one, single = _child(tmp_path, "default", 0, objective)
-    two, mirrored = _child(tmp_path, "mirrored", 2, objective)
+@pytest.fixture(scope="module")
+def one_device_and_mirrored(tmp_path_factory):
+    """Every objective trained on one device and mirrored on 2 logical CPUs (two processes)."""
+    folder = tmp_path_factory.mktemp("mirrored")
+    return _child(folder, "default", 0), _child(folder, "mirrored", 2)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_mirrored_on_two_cpus_keeps_replicas_identical_and_matches_one_device(
+        one_device_and_mirrored, objective):
+    (one, single), (two, mirrored) = (runs[objective] for runs in one_device_and_mirrored)
     assert one["replicas"] == 1 and two["replicas"] == 2 and two["copies"] == 2
     assert two["steps"] == one["steps"] >= 250  # the same global batches
     # Every replica's copy of every variable (weights, momentum, step, row records).
@@ -272,15 +286,19 @@ def test_a_missing_worker_fails_the_chief_within_the_timeout(project, tmp_path):
     assert not any((project / name).exists() for name in OUTPUTS)
 
 
+EPOCHS_KILLED = 10
+
+
 def test_a_killed_worker_fails_the_chief_and_the_rerun_resumes(project, tmp_path):
-    _set_train(project, strategy="multi_worker", epochs=40, collective_timeout=20,
+    # Enough epochs that the chief is still training when the worker dies after epoch 2.
+    _set_train(project, strategy="multi_worker", epochs=EPOCHS_KILLED, collective_timeout=20,
                objective="rating", val_fraction=0.0)
     _clear_outputs(project)
     worker_dir = _worker_copy(project, "worker-b")
     chief, worker = _launch(project, worker_dir, tmp_path)
     try:
         deadline = time.monotonic() + 180
-        while "epoch 2/40" not in (tmp_path / "chief.log").read_text():
+        while f"epoch 2/{EPOCHS_KILLED}" not in (tmp_path / "chief.log").read_text():
             assert chief.poll() is None and time.monotonic() < deadline, \
                 (tmp_path / "chief.log").read_text()[-3000:]
             time.sleep(0.1)
@@ -307,8 +325,9 @@ def test_a_killed_worker_fails_the_chief_and_the_rerun_resumes(project, tmp_path
     assert "resuming after epoch" in worker_log and "the chief's checkpoint" in worker_log
     assert all((project / name).exists() for name in OUTPUTS)
     history = (project / LIVE / "plots/metrics/train_loss.tsv").read_text().splitlines()
-    assert history == ["step\ttrain_loss", *[f"{e}\t{history[e].split()[1]}" for e in
-                                              range(1, 41)]]  # every epoch once, in order
+    every_epoch_once = range(1, EPOCHS_KILLED + 1)  # in order
+    assert history == ["step\ttrain_loss", *[f"{e}\t{history[e].split()[1]}"
+                                              for e in every_epoch_once]]
 
 
 def test_worker_refuses_other_strategies_and_a_chief_config(project, tmp_path):
@@ -328,25 +347,3 @@ def test_worker_refuses_other_strategies_and_a_chief_config(project, tmp_path):
                           env={**env_for(project), "TF_CONFIG": "{not json"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "TF_CONFIG: received '{not json'" in done.stderr
-
-
-def test_tf_config_is_read_and_checked(monkeypatch):
-    from movierec.core.errors import ParamsError
-    from movierec.train import distribute
-
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(ParamsError, match="needs the TF_CONFIG environment variable"):
-        distribute.read_tf_config()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]},
-                                                "task": {"type": "worker", "index": 1}}))
-    with pytest.raises(ParamsError, match="an index into cluster"):
-        distribute.read_tf_config()
-    two = {"worker": ["a:1", "b:1"]}
-    assert distribute.is_chief_task({"cluster": two, "task": {"type": "worker", "index": 0}})
-    assert not distribute.is_chief_task({"cluster": two, "task": {"type": "worker",
-                                                                   "index": 1}})
-    with_chief = {"chief": ["c:1"], **two}  # then the chief, not worker 0, runs the stage
-    assert distribute.is_chief_task({"cluster": with_chief, "task": {"type": "chief",
-                                                                      "index": 0}})
-    assert not distribute.is_chief_task({"cluster": with_chief, "task": {"type": "worker",
-                                                                          "index": 0}})

@@ -36,7 +36,6 @@ devices and the cluster are fixed when its runtime starts.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -53,6 +52,7 @@ from tensorflow.python.eager import context as tf_context  # abort_collective_op
 from movierec.core import quiet
 from movierec.core.config import TrainParams
 from movierec.core.errors import MovieRecError, ParamsError
+from movierec.train.tf_config import task_config
 
 
 class ClusterError(MovieRecError):
@@ -113,34 +113,6 @@ def split_cpu(n: int) -> None:
                               f"already started with {have} CPU device(s)") from None
 
 
-def read_tf_config() -> dict:
-    """The cluster and this task from ``TF_CONFIG``, checked; a one-line error otherwise."""
-    expected = ('expected JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-                '"task": {"type": "worker", "index": 0}}')
-    text = os.environ.get("TF_CONFIG", "")
-    if not text.strip():
-        raise ParamsError(f"train.strategy=multi_worker needs the TF_CONFIG environment "
-                          f"variable (received none; {expected})")
-    try:
-        config = json.loads(text)
-        cluster, task = config["cluster"], config["task"]
-        kind, index = task["type"], int(task["index"])
-        hosts = cluster[kind]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ParamsError(f"TF_CONFIG: received {text[:200]!r} ({exc.__class__.__name__}: "
-                          f"{exc}; {expected})") from None
-    if kind not in ("chief", "worker") or not 0 <= index < len(hosts):
-        raise ParamsError(f"TF_CONFIG: received task {task} (expected type chief or worker "
-                          f"and an index into cluster[{kind!r}], which has {len(hosts)})")
-    return config
-
-
-def is_chief_task(config: dict) -> bool:
-    task = config["task"]
-    return task["type"] == "chief" or ("chief" not in config["cluster"]
-                                       and task["type"] == "worker" and int(task["index"]) == 0)
-
-
 # Run in a separate Python: it waits for its stdin to close (the block finished, or the
 # parent died) and otherwise, after the deadline, prints the error and kills the parent.
 _WATCHDOG = """
@@ -189,16 +161,9 @@ def start(params: TrainParams, role: str = "chief") -> Placement:
         strategy = tf.distribute.MirroredStrategy(devices)
         return Placement(strategy, "mirrored", True,
                          f"mirrored over {len(devices)} device(s): {', '.join(devices)}")
-    config = read_tf_config()
-    chief = is_chief_task(config)
-    task = config["task"]
-    name = f"{task['type']} {task['index']}"
-    if chief != (role == "chief"):
-        raise ParamsError(
-            f"TF_CONFIG names this task {name}, " + (
-                "a non-chief task: run `python -m movierec worker` here, not the train stage"
-                if role == "chief" else "the chief: run the train stage here (dvc repro or "
-                "dvc exp run), not `python -m movierec worker`"))
+    config = task_config(role)
+    chief = role == "chief"
+    name = f"{config['task']['type']} {config['task']['index']}"
     hosts = sum(len(v) for k, v in config["cluster"].items() if k in ("chief", "worker"))
     prefix = "train" if role == "chief" else role
     with _watchdog(params.collective_timeout,

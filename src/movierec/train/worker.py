@@ -15,9 +15,7 @@ from movierec.core.errors import ParamsError
 from movierec.core.files import read_parquet
 from movierec.core.paths import pipeline_paths
 from movierec.core.stage import raise_if_stopped
-from movierec.train import distribute, progress
-from movierec.train.progress import Watch
-from movierec.train.training import train
+from movierec.train.tf_config import task_config
 
 
 def run_worker(root: str | Path = ".", params_path: str | Path | None = None) -> None:
@@ -27,6 +25,11 @@ def run_worker(root: str | Path = ".", params_path: str | Path | None = None) ->
     if params.strategy != "multi_worker":
         raise ParamsError(f"worker: train.strategy in {params_file} is {params.strategy!r} "
                           "(expected multi_worker: a worker only joins a multi-machine run)")
+    task_config("worker")  # before TensorFlow starts: a wrong TF_CONFIG fails at once
+    from movierec.train import distribute, progress  # imports TensorFlow
+    from movierec.train.progress import Watch
+    from movierec.train.training import train
+
     paths = pipeline_paths(root)
     train_df, test_df = read_parquet(paths["train"]), read_parquet(paths["test"])
     n_users = len(read_parquet(paths["user_index"], columns=["user_idx"]))
