@@ -26,7 +26,7 @@ pytestmark = [
 # call into TensorFlow: an epoch is slow enough that `dvc exp show`, polled between epochs, sees
 # several of them go by. Speed knobs only (steps_per_execution), and a batch small enough to be
 # slow yet stable at the default learning rate (batch 8 diverges).
-EPOCHS = 20
+EPOCHS = 10
 SLOW = ("train.batch_size=16", "train.steps_per_execution=1")
 LIVE = "dvclive/metrics.json"
 RUN_TIMEOUT_S = 180  # queue start to a finished experiment, workers' start included

@@ -40,9 +40,9 @@ def test_tuned_command_changes_train_keys_only():
 @pytest.fixture(scope="module")
 def small_twin():
     # Small enough that the tutorial's 15 epochs overfit (its test curve turns upwards), big
-    # enough that the twin leaves interactions to learn: on 20k-120k ratings the tuned model
-    # does not beat the tutorial by 0.02.
-    twin = synthetic.generate(200_000, seed=42)
+    # enough that the twin leaves interactions to learn: on 120k ratings the tutorial does not
+    # overfit yet, and the tuned model's lead is about twice the 0.02 asked for here.
+    twin = synthetic.generate(150_000, seed=42)
     return prepare(twin.ratings, twin.movies, test_fraction=0.2, seed=1234)
 
 
