@@ -99,8 +99,8 @@ def _pair(tmp_path: Path, chief_options: list[str], worker_options: list[str]
 
 def test_multi_worker_threads_do_not_grow_with_the_steps(tmp_path):
     # The default collective_timeout (300 s): any thread per step that lives for the timeout
-    # would be alive still at step 3,000 (TensorFlow's timeout_seconds left two per step).
-    options = ["batch_size=16", "epochs=3", "threads_at=1000,3000"]  # 1,000 steps an epoch
+    # would be alive still at step 2,000 (TensorFlow's timeout_seconds left two per step).
+    options = ["batch_size=16", "epochs=2", "threads_at=500,2000"]  # 1,000 steps an epoch
     procs = _pair(tmp_path, options, options)
     try:
         codes = [p.wait(timeout=300) for p in procs]
@@ -113,9 +113,9 @@ def test_multi_worker_threads_do_not_grow_with_the_steps(tmp_path):
                for i in range(2)]
     assert [r["chief"] for r in reports] == [True, False]
     for report in reports:
-        assert report["replicas"] == 2 and report["steps"] == 3000
-        early, late = report["threads"]["1000"], report["threads"]["3000"]
-        assert late["steps"] - early["steps"] >= 1900
+        assert report["replicas"] == 2 and report["steps"] == 2000
+        early, late = report["threads"]["500"], report["threads"]["2000"]
+        assert late["steps"] - early["steps"] >= 1400
         assert late["threads"] - early["threads"] <= 5, report["threads"]
     # Every step of the loop is compiled: no strategy.run or collective outside a tf.function.
     assert not any("eagerly has significant overhead" in log for log in logs), logs[0][-3000:]
@@ -256,7 +256,9 @@ def test_chief_stage_and_worker_on_loopback_match_one_device(project, tmp_path, 
     assert "wrote nothing" in worker_log
     assert _files(worker_dir) == before  # the worker wrote nothing, not even a checkpoint
     # Both tasks logged the same epochs, from the same weights.
-    epochs = [[line for line in log.splitlines() if line.startswith("epoch ")]
+    # An epoch's summary line, not a progress line (which a slow epoch prints in a log too).
+    epochs = [[line for line in log.splitlines()
+               if line.startswith("epoch ") and " steps (" not in line]
               for log in (chief_log, worker_log)]
     assert len(epochs[0]) == 2 and [e.split(" (")[0] for e in epochs[0]] == \
         [e.split(" (")[0] for e in epochs[1]]
@@ -298,7 +300,7 @@ def test_a_killed_worker_fails_the_chief_and_the_rerun_resumes(project, tmp_path
     chief, worker = _launch(project, worker_dir, tmp_path)
     try:
         deadline = time.monotonic() + 180
-        while f"epoch 2/{EPOCHS_KILLED}" not in (tmp_path / "chief.log").read_text():
+        while f"epoch 2/{EPOCHS_KILLED}: train loss" not in (tmp_path / "chief.log").read_text():
             assert chief.poll() is None and time.monotonic() < deadline, \
                 (tmp_path / "chief.log").read_text()[-3000:]
             time.sleep(0.1)
