@@ -244,6 +244,8 @@ def test_scorer_falls_back_to_one_exp_per_term_for_large_weights(kind):
     every = np.tile(np.arange(S_MOVIES), (S_USERS, 1))
     np.testing.assert_allclose(scoring.score_block(big, users), huge, atol=tol)
     np.testing.assert_allclose(scoring.score_pairs(big, users, every), huge, atol=tol)
+    pairs = np.repeat(users, S_MOVIES), every.reshape(-1)  # one pair at a time, as evaluate
+    np.testing.assert_allclose(scoring.predict_pairs(big, *pairs), huge.reshape(-1), atol=tol)
 
 
 def test_a_trained_model_scores_as_keras_does(twin_30k):

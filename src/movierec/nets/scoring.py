@@ -302,8 +302,25 @@ def score_pairs(weights: ScoringWeights, users: np.ndarray, movies: np.ndarray) 
     return out
 
 
-# Pairs scored per call of ``predict_pairs``: bounds its (pairs x hidden units) temporary.
-PAIR_CHUNK = 16_384
+@njit(parallel=True, fastmath=True, cache=True)
+def _side_each_pair(u_hidden, u_exp, rows, v, ev, w2, movies, exact_exp, out):
+    """out[i] += the side term for pair i: the user whose U row is ``u_hidden[rows[i]]`` and
+    the movie ``movies[i]``. Each user's U (and its exp) is computed once, however many of
+    their pairs are scored; the product trick applies unless ``exact_exp``."""
+    n_h = u_hidden.shape[1]
+    zero, one = np.float32(0.0), np.float32(1.0)
+    for i in prange(rows.shape[0]):
+        r, m = rows[i], movies[i]
+        s = np.float32(0.0)
+        if exact_exp:
+            for h in range(n_h):
+                x = u_hidden[r, h] + v[m, h]
+                s += w2[h] * (max(x, zero) + min(np.float32(math.exp(x)), one))
+        else:
+            for h in range(n_h):
+                s += w2[h] * (max(u_hidden[r, h] + v[m, h], zero)
+                              + min(u_exp[r, h] * ev[m, h], one))
+        out[i] += s
 
 
 def predict_pairs(weights: ScoringWeights, users: np.ndarray, movies: np.ndarray
@@ -311,9 +328,16 @@ def predict_pairs(weights: ScoringWeights, users: np.ndarray, movies: np.ndarray
     """The model's output (float64) for each (users[i], movies[i]) pair, as the Keras model's
     ``predict`` gives it up to float32 rounding: a rating model's stars, a ranking score."""
     users = np.asarray(users, dtype=np.int64)
-    movies = np.asarray(movies, dtype=np.int64)
-    out = np.empty(len(users), dtype=np.float64)
-    for start in range(0, len(users), PAIR_CHUNK):
-        part = slice(start, start + PAIR_CHUNK)
-        out[part] = score_pairs(weights, users[part], movies[part, None])[:, 0]
-    return out
+    movies = np.ascontiguousarray(movies, dtype=np.int64)
+    out = weights.movie_const[movies] + weights.user_const[users]
+    if weights.has_main:
+        out += np.einsum("ik,ik->i", weights.user_emb[users], weights.movie_emb[movies])
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    if weights.has_side:
+        distinct, rows = np.unique(users, return_inverse=True)
+        u_hidden = weights.user_hidden(distinct)
+        exact_exp = not product_trick_is_exact(weights, u_hidden)
+        _side_each_pair(u_hidden, np.exp(np.minimum(u_hidden, EXP_SAFE)),
+                        np.ascontiguousarray(rows, dtype=np.int64), weights.movie_hidden,
+                        weights.movie_hidden_exp, weights.w2, movies, exact_exp, out)
+    return out.astype(np.float64)
