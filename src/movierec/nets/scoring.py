@@ -220,6 +220,22 @@ def _side_all_exp(u_hidden, v_t, w2, out):
                 out[b, m0 + i] += acc[i]
 
 
+@njit(fastmath=True, inline="always")
+def _pair_term(u, eu, v_row, ev_row, w2, exact_exp):
+    """The side term of one (user, movie) pair from their rows of U and V (and exps): the sum
+    over h of w2[h] * (elu(u[h] + v[h]) + 1), by the product trick unless ``exact_exp``."""
+    zero, one = np.float32(0.0), np.float32(1.0)
+    s = np.float32(0.0)
+    if exact_exp:
+        for h in range(u.shape[0]):
+            x = u[h] + v_row[h]
+            s += w2[h] * (max(x, zero) + min(np.float32(math.exp(x)), one))
+    else:
+        for h in range(u.shape[0]):
+            s += w2[h] * (max(u[h] + v_row[h], zero) + min(eu[h] * ev_row[h], one))
+    return s
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _side_pairs(u_hidden, u_exp, v, ev, w2, movies, exact_exp, out):
     """out[b, j] += the side term for user b and movie movies[b, j] (candidate re-scoring).
@@ -228,23 +244,12 @@ def _side_pairs(u_hidden, u_exp, v, ev, w2, movies, exact_exp, out):
     (user, movie) pair vectorises; the product trick applies unless ``exact_exp``.
     """
     n_b, n_c = movies.shape
-    n_h = u_hidden.shape[1]
-    zero, one = np.float32(0.0), np.float32(1.0)
     for b in prange(n_b):
         for j in range(n_c):
             m = movies[b, j]
             if m < 0:
                 continue
-            s = np.float32(0.0)
-            if exact_exp:
-                for h in range(n_h):
-                    x = u_hidden[b, h] + v[m, h]
-                    s += w2[h] * (max(x, zero) + min(np.float32(math.exp(x)), one))
-            else:
-                for h in range(n_h):
-                    s += w2[h] * (max(u_hidden[b, h] + v[m, h], zero)
-                                  + min(u_exp[b, h] * ev[m, h], one))
-            out[b, j] += s
+            out[b, j] += _pair_term(u_hidden[b], u_exp[b], v[m], ev[m], w2, exact_exp)
 
 
 def product_trick_is_exact(weights: ScoringWeights, u_hidden: np.ndarray) -> bool:
@@ -307,20 +312,9 @@ def _side_each_pair(u_hidden, u_exp, rows, v, ev, w2, movies, exact_exp, out):
     """out[i] += the side term for pair i: the user whose U row is ``u_hidden[rows[i]]`` and
     the movie ``movies[i]``. Each user's U (and its exp) is computed once, however many of
     their pairs are scored; the product trick applies unless ``exact_exp``."""
-    n_h = u_hidden.shape[1]
-    zero, one = np.float32(0.0), np.float32(1.0)
     for i in prange(rows.shape[0]):
         r, m = rows[i], movies[i]
-        s = np.float32(0.0)
-        if exact_exp:
-            for h in range(n_h):
-                x = u_hidden[r, h] + v[m, h]
-                s += w2[h] * (max(x, zero) + min(np.float32(math.exp(x)), one))
-        else:
-            for h in range(n_h):
-                s += w2[h] * (max(u_hidden[r, h] + v[m, h], zero)
-                              + min(u_exp[r, h] * ev[m, h], one))
-        out[i] += s
+        out[i] += _pair_term(u_hidden[r], u_exp[r], v[m], ev[m], w2, exact_exp)
 
 
 def predict_pairs(weights: ScoringWeights, users: np.ndarray, movies: np.ndarray
