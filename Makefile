@@ -29,16 +29,20 @@ install: $(STAMP)
 pipeline: install
 	dvc repro
 
-# One pytest-xdist worker per core. A test module runs whole on one worker (its tests share
-# module fixtures and some run in order), in the order tests/conftest.py sorts them.
-PYTEST := python -m pytest -n auto --dist loadscope --no-loadscope-reorder
+# pytest-xdist workers. A test module runs whole on one worker (its tests share module fixtures
+# and some run in order), in the order tests/conftest.py sorts them.
+PYTEST := python -m pytest --dist loadscope --no-loadscope-reorder
+# The whole suite gets one worker more than there are cores: its slow tests spend part of their
+# time waiting on DVC's and TensorFlow's subprocesses, which an extra worker fills. The unit tier
+# is pure computation, so one worker per core.
+WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
 
 test: install
 	ruff check .
-	$(PYTEST)
+	$(PYTEST) -n $(WORKERS)
 
 test-fast: install
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -n auto -m "not slow"
 
 bench: install
 	python -m benchmarks speed

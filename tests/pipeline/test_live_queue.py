@@ -30,7 +30,7 @@ EPOCHS = 10
 SLOW = ("train.batch_size=16", "train.steps_per_execution=1")
 LIVE = "dvclive/metrics.json"
 RUN_TIMEOUT_S = 180  # queue start to a finished experiment, workers' start included
-POLL_S = 1.0
+POLL_S = 3.0
 
 
 @pytest.fixture
