@@ -198,7 +198,9 @@ class Workspace:
                          "--top-n", str(top_n), "--user-index", str(self.split("users")),
                          "--movie-index", str(self.split("movies")),
                          "--history", str(out / "live"), "--metrics", str(out / "test.json"),
-                         "--per-star", str(out / "per_star.csv"), *figures)
+                         "--per-star", str(out / "per_star.csv"),
+                         "--curves", str(out / "curves.csv"),
+                         "--ranking-bars", str(out / "ranking.csv"), *figures)
 
 
 def ingest_and_preprocess(space: Workspace, ingest_label: str = "ingest",

@@ -24,6 +24,8 @@ def main() -> None:
                         "folder (per-epoch curves)")
     parser.add_argument("--metrics", required=True, help="output: test metrics (json)")
     parser.add_argument("--per-star", required=True, help="output: error per true rating (csv)")
+    parser.add_argument("--curves", required=True, help="output: MSE or NDCG per epoch (csv)")
+    parser.add_argument("--ranking-bars", required=True, help="output: the ranking rows (csv)")
     parser.add_argument("--loss-png", required=True, help="output: train/test loss per epoch")
     parser.add_argument("--mse-png", required=True, help="output: train/test MSE per epoch")
     parser.add_argument("--by-star-png", required=True, help="output: predicted vs true rating")
@@ -38,10 +40,14 @@ def main() -> None:
         test=read_parquet(args.test), top_n=read_parquet(args.top_n), top_n_source=args.top_n,
         user_ids=read_parquet(args.user_index, columns=[USER_COL])[USER_COL].to_numpy(),
         movie_ids=read_parquet(args.movie_index, columns=[MOVIE_COL])[MOVIE_COL].to_numpy())
+    history = read_history(args.history)
     result = report.evaluate(inputs, params)
     write_json(result.report, args.metrics)
     write_csv(result.per_star, args.per_star)
-    report.draw_figures(inputs, result, read_history(args.history), report.FigurePaths(
+    # "NaN", not an empty cell: Vega-Lite reads "" as 0 and draws it, but leaves NaN out.
+    write_csv(report.epoch_curves(history, spec), args.curves, na_rep="NaN")
+    write_csv(report.ranking_bars(result.report), args.ranking_bars)
+    report.draw_figures(inputs, result, history, report.FigurePaths(
         args.loss_png, args.mse_png, args.by_star_png, args.histogram_png))
     for line in report.summary_lines(result.report, spec):
         print(line)

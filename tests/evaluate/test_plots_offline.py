@@ -6,6 +6,7 @@ e2e test runs `dvc repro` then `dvc plots show` in a fresh copy of the whole pro
 other step, as on a teammate's clone. Nothing here needs a network.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -190,6 +191,11 @@ def test_repro_then_plots_show_draws_offline_with_no_other_step(trained_project,
     head = (repo / target).read_text(encoding="utf-8").split(PLOT_DIVS)[0].replace(
         REFRESH_TAG, "")
     assert page.startswith(head) and "window.vegaEmbed=" in head  # Vega inline, first
-    for plot in ("loss", "mse", "per_star"):  # dvc.yaml's plots, a chart each
+    for plot in ("loss", "curves", "ranking", "per_star"):  # dvc.yaml's plots, a chart each
         assert f'<div id = "{plot}">' in page
         assert f"vegaEmbed('#{plot}', spec);" in page
+    # Every plot finds its files and fields (a rating run: the curves' validation is NaN).
+    shown = json.loads(dvc(repo, "plots", "show", "--json"))
+    assert not shown.get("errors"), shown["errors"]
+    bars = {d["bar"] for d in shown["data"]["ranking"][0]["content"]["data"]["values"]}
+    assert {"NDCG@10 model", "NDCG@10 ease", "precision@10 popularity"} <= bars

@@ -28,9 +28,13 @@ def test_repro_runs_every_stage_then_is_a_no_op(trained_project, repo):
     report = json.loads((repo / "metrics/test.json").read_text())
     ranking = report["ranking"]
     assert ranking["k"] == 10 and ranking["users"] > 0
-    for name in ("model", "popularity", "biases"):
+    for name in ("model", "popularity", "biases", "ease"):
         assert set(ranking[name]) == {"precision", "recall", "ndcg", "map", "map_at_k"}
         assert all(0.0 <= v <= 1.0 for v in ranking[name].values())
+    ease = ranking["ease_fit"]  # the grid of params.yaml, chosen on the train split's hold-out
+    assert list(ease["holdout_ndcg"]) == ["100", "200", "500", "1000", "2000"]
+    assert ease["holdout_ndcg"][f"{ease['lambda']:g}"] == max(ease["holdout_ndcg"].values())
+    assert "evaluate: the model's NDCG@10 is" in out and "EASE's: it" in out
     import pandas as pd
 
     top = pd.read_parquet(repo / "data/recommendations/top_n.parquet")
@@ -149,20 +153,26 @@ def test_exp_run_and_the_diff_commands(repo):
     metrics = json.loads(dvc(repo, "metrics", "diff", "--all", "--json"))
     test_diff = metrics["metrics/test.json"]
     assert set(test_diff) >= {"mse", "rmse", "mae", "ranking.model.ndcg",
-                              "ranking.popularity.precision", "ranking.biases.map"}
+                              "ranking.popularity.precision", "ranking.biases.map",
+                              "ranking.ease.ndcg", "ranking.ease_fit.lambda"}
     assert test_diff["mse"]["old"] != test_diff["mse"]["new"]
     assert "metrics/test.json" in dvc(repo, "metrics", "show")
     # DVCLive's latest-epoch figures sit beside the stage's own metrics.
     assert metrics["dvclive/metrics.json"]["step"] == {"old": 1, "new": 2, "diff": 1}
 
     shown = json.loads(dvc(repo, "plots", "show", "--json"))["data"]
-    assert {"loss", "mse", "per_star"} <= set(shown)
+    assert {"loss", "curves", "ranking", "per_star"} <= set(shown)
     assert {"plots/loss.png", "plots/mse.png", "plots/predicted_by_star.png"} <= set(shown)
     html = dvc(repo, "plots", "show", "-o", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()
     assert "window.vegaEmbed" in page and "cdn.jsdelivr" not in page, html  # offline page
-    for label in ('"epoch"', "mean squared error", "true rating (stars)"):  # labelled axes
-        assert label in page
+    for label in ('"epoch"', "MSE (stars squared) or NDCG@k", "true rating (stars)"):
+        assert label in page  # labelled axes
+    # Across revisions: the committed run's bars beside the experiment's.
+    diff = json.loads(dvc(repo, "plots", "diff", "HEAD", "--json"))
+    assert not diff.get("errors"), diff["errors"]
+    bars = diff["data"]["ranking"][0]["content"]["data"]["values"]
+    assert {b["rev"] for b in bars if b["bar"] == "NDCG@10 ease"} == {"HEAD", "workspace"}
 
     table = dvc(repo, "exp", "show", "--csv")
     assert "train.epochs" in table
@@ -240,7 +250,7 @@ def test_ranking_objective_through_the_pipeline(repo, objective):
     report = json.loads((repo / "metrics/test.json").read_text())
     assert report["rating_metrics"].startswith(f"none: trained with train.objective={objective}")
     assert "mse" not in report and report["objective"] == objective
-    assert {"model", "popularity", "biases"} <= set(report["ranking"])
+    assert {"model", "popularity", "biases", "ease"} <= set(report["ranking"])
     per_star = pd.read_csv(repo / "plots/per_star.csv")
     assert list(per_star.columns) == ["rating", "count", "mean_prediction"]
 

@@ -204,6 +204,9 @@ class EvaluateParams:
     relevance_threshold: float = 0.0
     ranking_users: int = 0
     ranking_seed: int = 42
+    ease_lambda: tuple[float, ...] = (100.0, 200.0, 500.0, 1000.0, 2000.0)
+    ease_max_items: int = 10_000
+    ease_holdout: float = 0.1
 
     def validate(self, prefix: str) -> None:
         for name in ("bias_reg_user", "bias_reg_movie"):
@@ -219,6 +222,13 @@ class EvaluateParams:
                 "0 (every test user) or the size of a seeded sample of users")
         _expect(self.ranking_seed >= 0, f"{prefix}.ranking_seed", self.ranking_seed,
                 "a non-negative integer")
+        _expect(len(self.ease_lambda) >= 1 and all(v > 0 for v in self.ease_lambda),
+                f"{prefix}.ease_lambda", list(self.ease_lambda),
+                "a number > 0, or a list of them to choose from on a hold-out of the train split")
+        _expect(self.ease_max_items >= 1, f"{prefix}.ease_max_items", self.ease_max_items,
+                "an integer >= 1 (the most-rated movies EASE models)")
+        _expect(0 < self.ease_holdout < 1, f"{prefix}.ease_holdout", self.ease_holdout,
+                "a number in (0, 1): the fraction of train ratings held out to choose lambda")
 
 
 @dataclass(frozen=True)
@@ -236,9 +246,17 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 
 def _convert(value: object, annotation: object, key: str) -> object:
-    """Checks one leaf value against its annotation; ints are accepted where floats are."""
+    """Checks one leaf value against its annotation; ints are accepted where floats are, and a
+    single number where a list of numbers is (a grid of one)."""
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, key)
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        values = value if isinstance(value, list) else [value]
+        ok = bool(values) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                  for v in values)
+        _expect(ok, key, value, f"{_TYPE_NAMES[item]} or a non-empty list of them")
+        return tuple(item(v) for v in values)
     expected = _TYPE_NAMES[annotation]
     # bool is a subclass of int in Python, but `epochs: true` is a mistake, not 1 epoch.
     if isinstance(value, bool) != (annotation is bool):

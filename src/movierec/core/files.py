@@ -45,7 +45,7 @@ def write_json(obj: object, path: str | Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+def write_csv(df: pd.DataFrame, path: str | Path, na_rep: str = "") -> None:
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        df.to_csv(tmp, index=False, na_rep=na_rep)
 

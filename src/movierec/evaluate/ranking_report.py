@@ -1,9 +1,10 @@
-"""The evaluate stage's ranking section: the model's lists next to two baselines' lists.
+"""The evaluate stage's ranking section: the model's lists next to three baselines' lists.
 
-All three are scored by ``movierec.ranking.metrics`` on the same users with the same protocol: the
+All four are scored by ``movierec.ranking.metrics`` on the same users with the same protocol: the
 model's lists come from the recommend stage (scored once per run), the most-popular list ranks
-movies by their number of train ratings, and the bias list by the movie bias of the user +
-movie bias model (the user's own bias and the mean do not change a user's order).
+movies by their number of train ratings, the bias list by the movie bias of the user + movie
+bias model (the user's own bias and the mean do not change a user's order), and EASE's by its
+item-item scores (``movierec.evaluate.ease``), lambda chosen on a hold-out of the train split.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from movierec.core.columns import MOVIE_COL, MOVIE_IDX_COL, RATING_COL, USER_COL
 from movierec.core.config import EvaluateParams
 from movierec.core.errors import DataError
 from movierec.data import sparse
+from movierec.evaluate.ease import ease_lists
 from movierec.ranking import metrics as ranking
 from movierec.ranking.protocol import candidates_per_user, evaluation_users
 from movierec.ranking.topn import RANK_COL
@@ -57,8 +59,9 @@ def lists_from_table(top_n: pd.DataFrame, users: np.ndarray, user_ids: np.ndarra
 def ranking_report(model_lists: np.ndarray, users: np.ndarray, counts: dict,
                    train_indptr: np.ndarray, train_indices: np.ndarray, rel_indptr: np.ndarray,
                    rel_indices: np.ndarray, movie_bias: np.ndarray, k: int,
-                   threshold: float) -> dict:
-    """The ``ranking`` section of metrics/test.json."""
+                   threshold: float, more: dict[str, np.ndarray] | None = None) -> dict:
+    """The ``ranking`` section of metrics/test.json; ``more`` holds other baselines' lists
+    (rows aligned with ``users``), scored after the built-in ones."""
     n_movies = len(movie_bias)
     popularity = ranking.popularity_scores(train_indices, n_movies)
     rel = sparse.csr_take(rel_indptr, rel_indices, users)
@@ -67,6 +70,7 @@ def ranking_report(model_lists: np.ndarray, users: np.ndarray, counts: dict,
         "popularity": ranking.top_k_global_order(popularity, train_indptr, train_indices,
                                                  users, k),
         "biases": ranking.top_k_global_order(movie_bias, train_indptr, train_indices, users, k),
+        **(more or {}),
     }
     report: dict = {"k": k, "relevance_threshold": threshold, "users": len(users),
                     "users_left_out": counts}
@@ -97,5 +101,11 @@ def ranking_section(train: pd.DataFrame, test: pd.DataFrame, top_n: pd.DataFrame
     lists = lists_from_table(top_n, users, user_ids, movie_ids, params.k,
                              candidates_per_user(train_indptr, train_indices, users),
                              top_n_source)
-    return ranking_report(lists, users, counts, train_indptr, train_indices, rel_indptr,
-                          rel_indices, movie_bias, params.k, params.relevance_threshold)
+    ease, ease_fit = ease_lists(train_indptr, train_indices, len(movie_ids), users, params.k,
+                                params.ease_lambda, params.ease_max_items, params.ease_holdout,
+                                params.ranking_seed, params.ranking_users)
+    report = ranking_report(lists, users, counts, train_indptr, train_indices, rel_indptr,
+                            rel_indices, movie_bias, params.k, params.relevance_threshold,
+                            {"ease": ease})
+    report["ease_fit"] = ease_fit
+    return report

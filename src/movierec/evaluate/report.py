@@ -24,7 +24,7 @@ from movierec.nets.scoring import ScoringWeights, predict_pairs
 from movierec.nets.spec import NetSpec
 
 # The ranking rows printed, in order (metrics/test.json holds them all).
-RANKED = ("model", "popularity", "biases")
+RANKED = ("model", "popularity", "biases", "ease")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,30 @@ def draw_figures(inputs: Inputs, result: Evaluation, history: pd.DataFrame,
                            paths.histogram)
 
 
+# The per-epoch table `dvc plots` draws for every run: one metric per objective, fixed columns,
+# so that the plot is never reported missing; a curve the run does not have is NaN (not drawn).
+CURVE_COLUMNS = ("epoch", "train", "validation", "test")
+
+
+def epoch_curves(history: pd.DataFrame, spec: NetSpec) -> pd.DataFrame:
+    """MSE per epoch for a rating model, NDCG@k for a ranking model (which has no train NDCG),
+    as plots/curves.csv."""
+    metric = "mse" if spec.predicts_ratings else "ndcg"
+    out = pd.DataFrame({"epoch": history["epoch"].astype(int)})
+    for part, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
+        column = f"{prefix}_{metric}"
+        out[part] = history[column].to_numpy() if column in history else np.nan
+    return out
+
+
+def ranking_bars(report: dict) -> pd.DataFrame:
+    """The ranking rows side by side, one bar per (metric, row), as plots/ranking.csv."""
+    rank = report["ranking"]
+    names = {"ndcg": "NDCG", "precision": "precision", "recall": "recall", "map": "MAP"}
+    return pd.DataFrame([{"bar": f"{label}@{rank['k']} {name}", "value": rank[name][metric]}
+                         for metric, label in names.items() for name in RANKED])
+
+
 def predict(scorer: ScoringWeights, pairs: pd.DataFrame) -> np.ndarray:
     """The model's output for the (user_idx, movie_idx) rows of ``pairs``."""
     return predict_pairs(scorer, pairs[USER_IDX_COL].to_numpy(), pairs[MOVIE_IDX_COL].to_numpy())
@@ -135,8 +159,15 @@ def summary_lines(report: dict, spec: NetSpec) -> list[str]:
         lines.append(f"evaluate: ranking@{rank['k']} over {rank['users']:,} users, {name}: "
                      f"precision {r['precision']:.4f}, recall {r['recall']:.4f}, NDCG "
                      f"{r['ndcg']:.4f}, MAP {r['map']:.4f}")
-    ratio = rank["model"]["ndcg"] / max(rank["popularity"]["ndcg"], 1e-12)
-    lines.append(f"evaluate: the model's NDCG@{rank['k']} is {ratio:.2f}x the most-popular "
-                 "list's: " + ("it beats popularity" if ratio > 1
-                               else "it does NOT beat popularity"))
+    fit = rank["ease_fit"]
+    tried = ", ".join(f"{lam} ({ndcg:.4f})" for lam, ndcg in fit["holdout_ndcg"].items())
+    lines.append(f"evaluate: EASE on the {fit['movies']:,} most-rated of {fit['movies_in_train']:,}"
+                 f" train movies, lambda {fit['lambda']:g}"
+                 + (f", chosen by NDCG@{rank['k']} on a hold-out of the train split: {tried}"
+                    if tried else ""))
+    for name, label in (("popularity", "the most-popular list's"), ("ease", "EASE's")):
+        ratio = rank["model"]["ndcg"] / max(rank[name]["ndcg"], 1e-12)
+        short = name if name == "popularity" else "EASE"
+        lines.append(f"evaluate: the model's NDCG@{rank['k']} is {ratio:.2f}x {label}: "
+                     + (f"it beats {short}" if ratio > 1 else f"it does NOT beat {short}"))
     return lines
