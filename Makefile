@@ -6,6 +6,7 @@
 #   make bench      the training speed benchmark at MovieLens-20M scale (not a test)
 #   make bench-recommend  the recommend stage at MovieLens-20M scale
 #   make bench-ranking    an epoch with negatives per objective at MovieLens-20M scale
+#   make bench-ease       the evaluate stage's EASE baseline at MovieLens-20M scale
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # DVC's usage analytics would send traffic out; this project sends none.
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install pipeline test test-fast bench bench-recommend bench-ranking
+.PHONY: install pipeline test test-fast bench bench-recommend bench-ranking bench-ease
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,3 +53,6 @@ bench-recommend: install
 
 bench-ranking: install
 	python -m benchmarks ranking
+
+bench-ease: install
+	python -m benchmarks ease

@@ -1,4 +1,4 @@
-"""``python -m benchmarks speed|ingest|recommend|ranking [options]``: see the package's
+"""``python -m benchmarks speed|ingest|recommend|ranking|ease [options]``: see the package's
 docstring for what each measures."""
 
 from __future__ import annotations
@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 
 import benchmarks
-from benchmarks import ingest, ranking, recommend, speed
+from benchmarks import ease, ingest, ranking, recommend, speed
 
-COMMANDS = {"ingest": ingest, "speed": speed, "recommend": recommend, "ranking": ranking}
+COMMANDS = {"ingest": ingest, "speed": speed, "recommend": recommend, "ranking": ranking,
+            "ease": ease}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,3 +68,20 @@ def test_bench_ingest_reads_the_zip_it_writes(tmp_path):
                      out, re.M), out
     assert re.search(r"^memory: canonical table \d+ MiB; process peak \d+ MiB, of which \d+ MiB "
                      r"before reading", out, re.M), out
+
+
+def test_bench_ease_runs_every_part(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "ease", "--n-ratings", "20000",
+         "--lambdas", "100,500", "--max-items", "300", "--holdout-users", "50",
+         "--compare-items", "0", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert re.search(r"^hold-out NDCG@10 per lambda: 100 [\d.]+, 500 [\d.]+; chosen (100|500)$",
+                     out, re.M), out
+    assert re.search(r"^EASE, 300 of [\d,]+ movies, [\d,]+ test users: [\d.]+ s \(grid .* "
+                     r"peak memory [\d,]+ MiB", out, re.M), out
+    assert re.search(r"^NDCG@10: EASE [\d.]+, most popular [\d.]+ \([\d.]+x\)$", out, re.M)
+    assert re.search(r"^ease_max_items all \([\d,]+ movies\): NDCG@10 [\d.]+ \([+-][\d.]+\)",
+                     out, re.M), out

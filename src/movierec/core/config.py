@@ -207,6 +207,7 @@ class EvaluateParams:
     ease_lambda: tuple[float, ...] = (100.0, 200.0, 500.0, 1000.0, 2000.0)
     ease_max_items: int = 10_000
     ease_holdout: float = 0.1
+    ease_holdout_users: int = 10_000
 
     def validate(self, prefix: str) -> None:
         for name in ("bias_reg_user", "bias_reg_movie"):
@@ -229,6 +230,8 @@ class EvaluateParams:
                 "an integer >= 1 (the most-rated movies EASE models)")
         _expect(0 < self.ease_holdout < 1, f"{prefix}.ease_holdout", self.ease_holdout,
                 "a number in (0, 1): the fraction of train ratings held out to choose lambda")
+        _expect(self.ease_holdout_users >= 0, f"{prefix}.ease_holdout_users",
+                self.ease_holdout_users, "0 (every user) or the size of a seeded sample of users")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ lambda is chosen from a grid on a seeded hold-out of the train split, never on t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,6 +129,21 @@ def top_k(weights: np.ndarray, catalogue: Catalogue, users: np.ndarray, k: int) 
     return out
 
 
+@dataclass
+class Timings:
+    """Where EASE's time goes (seconds), for the stage's log and the benchmark."""
+
+    holdout: float = 0.0  # the grid: fits and rankings on the hold-out
+    gram: float = 0.0
+    fit: float = 0.0
+    rank: float = 0.0
+
+    def lap(self, part: str, since: float) -> float:
+        now = time.perf_counter()
+        setattr(self, part, getattr(self, part) + now - since)
+        return now
+
+
 @dataclass(frozen=True)
 class Choice:
     """The lambda chosen and the hold-out NDCG@k of every lambda tried (grid order)."""
@@ -165,13 +181,22 @@ def choose_lambda(indptr: np.ndarray, indices: np.ndarray, n_items: int, grid: t
 
 def ease_lists(indptr: np.ndarray, indices: np.ndarray, n_items: int, users: np.ndarray,
                k: int, grid: tuple, max_items: int, fraction: float, seed: int,
-               max_users: int) -> tuple[np.ndarray, dict]:
+               max_users: int, timings: Timings | None = None) -> tuple[np.ndarray, dict]:
     """The ``ease`` row's top-k lists for ``users``, fitted on the whole train split with the
     lambda chosen on its hold-out, and what the report says about the fit."""
+    t = Timings() if timings is None else timings
+    now = time.perf_counter()
     choice = choose_lambda(indptr, indices, n_items, grid, k, max_items, fraction, seed,
                            max_users)
+    now = t.lap("holdout", now)
     catalogue = Catalogue.build(indptr, indices, n_items, max_items)
-    lists = top_k(fit(gram(catalogue), choice.lam), catalogue, users, k)
+    g = gram(catalogue)
+    now = t.lap("gram", now)
+    weights = fit(g, choice.lam)
+    del g
+    now = t.lap("fit", now)
+    lists = top_k(weights, catalogue, users, k)
+    t.lap("rank", now)
     fit_report = {"lambda": choice.lam, "movies": catalogue.size,
                   "movies_in_train": int(np.count_nonzero(np.bincount(indices,
                                                                       minlength=n_items))),

@@ -103,7 +103,7 @@ def ranking_section(train: pd.DataFrame, test: pd.DataFrame, top_n: pd.DataFrame
                              top_n_source)
     ease, ease_fit = ease_lists(train_indptr, train_indices, len(movie_ids), users, params.k,
                                 params.ease_lambda, params.ease_max_items, params.ease_holdout,
-                                params.ranking_seed, params.ranking_users)
+                                params.ranking_seed, params.ease_holdout_users)
     report = ranking_report(lists, users, counts, train_indptr, train_indices, rel_indptr,
                             rel_indices, movie_bias, params.k, params.relevance_threshold,
                             {"ease": ease})
