@@ -75,6 +75,15 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"evaluate": {"k": 0}}, "evaluate.k = 0 (expected an integer >= 1)"),
         ({"evaluate": {"relevance_threshold": 6}}, "evaluate.relevance_threshold = 6.0"),
         ({"evaluate": {"ranking_users": -1}}, "evaluate.ranking_users = -1 (expected 0"),
+        ({"evaluate": {"ease_lambda": []}},
+         "evaluate.ease_lambda = [] (expected a number or a non-empty list of them)"),
+        ({"evaluate": {"ease_lambda": [100, "x"]}}, "evaluate.ease_lambda = [100, 'x'] (expected"),
+        ({"evaluate": {"ease_lambda": [100, 0]}},
+         "evaluate.ease_lambda = [100.0, 0.0] (expected a number > 0, or a list of them"),
+        ({"evaluate": {"ease_max_items": 30000}},
+         "evaluate.ease_max_items = 30000 (expected an integer from 1 to 20,000"),
+        ({"evaluate": {"ease_holdout": 1}}, "evaluate.ease_holdout = 1.0 (expected a number in"),
+        ({"evaluate": {"ease_holdout_users": -1}}, "evaluate.ease_holdout_users = -1 (expected 0"),
         ({"train": {"model": "svd"}}, "train.model = 'svd' (expected one of residual, mf, deep)"),
         ({"train": {"dropout": 1.0}}, "train.dropout = 1.0 (expected a number in [0, 1))"),
         ({"train": {"val_fraction": 1}}, "train.val_fraction = 1.0 (expected a number in [0, 1)"),
@@ -115,3 +124,10 @@ def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_a_lambda_grid_is_a_list_and_one_number_is_a_grid_of_one():
+    # `dvc exp run -S evaluate.ease_lambda=500` and `-S 'evaluate.ease_lambda=[100,500]'`.
+    assert parse_params({"evaluate": {"ease_lambda": 500}}).evaluate.ease_lambda == (500.0,)
+    assert parse_params({"evaluate": {"ease_lambda": [100, 500.5]}}).evaluate.ease_lambda == \
+        (100.0, 500.5)

@@ -8,7 +8,15 @@ import pytest
 
 from movierec.data import sparse
 from movierec.data.preprocess import prepare
-from movierec.evaluate.ease import Catalogue, choose_lambda, ease_lists, fit, gram, top_k
+from movierec.evaluate.ease import (
+    Catalogue,
+    _mirror_upper,
+    choose_lambda,
+    ease_lists,
+    fit,
+    gram,
+    top_k,
+)
 from movierec.ranking import metrics as ranking
 from movierec.ranking.protocol import evaluation_users
 
@@ -58,6 +66,20 @@ def test_most_rated_movies_are_kept_and_the_others_never_listed():
     lists = top_k(fit(gram(catalogue), 1.0), catalogue, np.array([0, 1, 2]), 3)
     assert set(lists.ravel()) <= {0, 1, ranking.PAD}
     assert lists[1].tolist() == [1, ranking.PAD, ranking.PAD]
+
+
+def test_the_upper_triangle_is_mirrored_block_by_block():
+    upper = np.triu(np.arange(64, dtype=np.float32).reshape(8, 8))
+    p = upper + np.tril(np.full((8, 8), -1.0, np.float32), -1)  # garbage below the diagonal
+    _mirror_upper(p, block=3)  # blocks of 3, 3 and 2 columns
+    np.testing.assert_array_equal(p, upper + np.triu(upper, 1).T)
+
+
+def test_a_matrix_lapack_cannot_factor_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"EASE: X\^T X \+ 1 I is not positive definite in "
+                                         r"float32 \(LAPACK info 1\); expected a larger "
+                                         r"evaluate.ease_lambda"):
+        fit(np.diag(np.float32([-5.0, 1.0])), 1.0)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.nan])

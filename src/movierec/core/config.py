@@ -192,6 +192,11 @@ class RecommendParams:
                 self.candidates, f"0 (exact: score every movie) or an integer >= n = {self.n}")
 
 
+# The largest EASE fit: scipy's 32-bit-index LAPACK (spotrf, spotri) fails on a matrix of
+# 26,257 x 26,257 movies (a segmentation fault in OpenBLAS) and works at 23,300.
+EASE_MAX_ITEMS = 20_000
+
+
 @dataclass(frozen=True)
 class EvaluateParams:
     """The baselines scored next to the model (movierec.evaluate.baselines) and the ranking protocol
@@ -204,7 +209,8 @@ class EvaluateParams:
     relevance_threshold: float = 0.0
     ranking_users: int = 0
     ranking_seed: int = 42
-    ease_lambda: tuple[float, ...] = (100.0, 200.0, 500.0, 1000.0, 2000.0)
+    ease_lambda: tuple[float, ...] = (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+                                      20000.0)
     ease_max_items: int = 10_000
     ease_holdout: float = 0.1
     ease_holdout_users: int = 10_000
@@ -226,8 +232,9 @@ class EvaluateParams:
         _expect(len(self.ease_lambda) >= 1 and all(v > 0 for v in self.ease_lambda),
                 f"{prefix}.ease_lambda", list(self.ease_lambda),
                 "a number > 0, or a list of them to choose from on a hold-out of the train split")
-        _expect(self.ease_max_items >= 1, f"{prefix}.ease_max_items", self.ease_max_items,
-                "an integer >= 1 (the most-rated movies EASE models)")
+        _expect(1 <= self.ease_max_items <= EASE_MAX_ITEMS, f"{prefix}.ease_max_items",
+                self.ease_max_items, f"an integer from 1 to {EASE_MAX_ITEMS:,} (the "
+                "most-rated movies EASE models)")
         _expect(0 < self.ease_holdout < 1, f"{prefix}.ease_holdout", self.ease_holdout,
                 "a number in (0, 1): the fraction of train ratings held out to choose lambda")
         _expect(self.ease_holdout_users >= 0, f"{prefix}.ease_holdout_users",
