@@ -1,0 +1,117 @@
+"""Scores of a batch of users against a shared pool of movies, forward and backward, at O(H)
+per (user, movie) pair: the building block of objectives with many negatives.
+
+The side branch's first Dense layer is linear in the concatenated embeddings,
+
+    W1 [u; m] + b1 = U[u] + V[m],    U = u W1[:K],    V = m W1[K:] + b1,
+
+so the B users of a batch and the P movies of a pool are each projected once (B x H and P x H);
+every pair then costs an add, elu and a dot with the second layer's kernel, instead of a
+(2K x H) product. The dot-product branch is one (B x K) (K x P) product. What this module
+computes is exactly the network a ``NetSpec`` describes (residual, mf or deep) for every pair;
+tests/nets/test_pooled.py checks the scores against the Keras model's output and every gradient
+against a GradientTape through the Keras model's layers.
+
+The loss here is the sampled softmax: for user b, the logits of the pool's movies, each
+corrected by the log of its sampling probability (``log_q``; zero for a uniform draw), a
+masked entry (an accidental hit: a pool movie the user rated) left out; the loss term is
+``logsumexp(logits_b) - logits_b[positive_b]``. Gradients are those of
+``L = sum(terms) / scale``, as in :mod:`movierec.nets.fused`: one gradient row per user of the
+batch and per movie of the pool (duplicates not summed).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from movierec.nets.spec import MOVIE, USER, NetSpec
+
+
+class PooledNet:
+    """The pair-decomposed pass of the network ``spec`` describes (no dropout)."""
+
+    def __init__(self, spec: NetSpec):
+        if spec.dropout:
+            raise ValueError(f"PooledNet: received dropout={spec.dropout!r} (expected 0: the "
+                             "pooled pass has no per-pair dropout masks)")
+        self.spec = spec
+        self.k = spec.latent_dim
+        # The user tables' rows and the movie tables' rows, each in the order of spec.tables.
+        self.user_roles = tuple(t.name for t in spec.tables if t.reads == USER)
+        self.pool_roles = tuple(t.name for t in spec.tables if t.reads == MOVIE)
+        self._u = {r: i for i, r in enumerate(self.user_roles)}
+        self._p = {r: i for i, r in enumerate(self.pool_roles)}
+        self._d = {name: i for i, (name, _) in enumerate(spec.dense)}
+
+    def _parts(self, user_rows, pool_rows):
+        u, m = user_rows[self._u["user_embedding"]], pool_rows[self._p["movie_embedding"]]
+        bu = user_rows[self._u["user_bias"]] if self.spec.has_main else None
+        bm = pool_rows[self._p["movie_bias"]] if self.spec.has_main else None
+        return u, m, bu, bm
+
+    def scores(self, user_rows, pool_rows, dense):
+        """(B, P) scores of every (user, pool movie) pair, and what the backward reuses (elu's
+        output, (B, P, H), or None without the side branch). ``user_rows``: the rows of the
+        users' tables for the batch's users (``user_roles``); ``pool_rows``: the movie tables'
+        rows for the pool (``pool_roles``)."""
+        u, m, bu, bm = self._parts(user_rows, pool_rows)
+        s, a = 0.0, None
+        if self.spec.has_main:
+            s = tf.matmul(u, m, transpose_b=True) + bu + tf.transpose(bm)
+        if self.spec.has_side:
+            d = self._d
+            w1 = tf.convert_to_tensor(dense[d["hidden/kernel"]])
+            big_u = tf.matmul(u, w1[:self.k])
+            big_v = tf.nn.bias_add(tf.matmul(m, w1[self.k:]), dense[d["hidden/bias"]])
+            a = tf.nn.elu(big_u[:, None, :] + big_v[None, :, :])
+            w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
+            s = s + tf.tensordot(a, w2, 1) + dense[d["side_out/bias"]]
+        return s, a
+
+    def softmax_loss_and_grads(self, user_rows, pool_rows, dense, positives, scale,
+                               log_q=None, mask=None):
+        """(terms (B,), user row gradients, pool row gradients, dense gradients) of the
+        sampled softmax. ``positives[b]``: the pool column of user b's positive movie;
+        ``log_q`` (P,): subtracted from every logit of that column; ``mask`` (B, P) bool: True
+        where a pair is left out (never at the positive)."""
+        s, a = self.scores(user_rows, pool_rows, dense)
+        logits = s if log_q is None else s - log_q[None, :]
+        if mask is not None:
+            logits = tf.where(mask, tf.constant(-1e30, logits.dtype), logits)
+        terms = tf.nn.sparse_softmax_cross_entropy_with_logits(positives, logits)
+        onehot = tf.one_hot(positives, tf.shape(logits)[1], dtype=logits.dtype)
+        g = (tf.nn.softmax(logits) - onehot) / scale  # d L / d s, (B, P); 0 where masked
+        return (terms, *self.backward(user_rows, pool_rows, dense, g, a))
+
+    def backward(self, user_rows, pool_rows, dense, g, a):
+        """Row and dense gradients from ``g`` = dL/d scores (B, P) and elu's output ``a``."""
+        u, m, _, _ = self._parts(user_rows, pool_rows)
+        d = self._d
+        user_grads: list = [None] * len(user_rows)
+        pool_grads: list = [None] * len(pool_rows)
+        dense_grads: list = [None] * len(dense)
+        du = tf.zeros_like(u)
+        dm = tf.zeros_like(m)
+        if self.spec.has_main:
+            du += tf.matmul(g, m)
+            dm += tf.matmul(g, u, transpose_a=True)
+            user_grads[self._u["user_bias"]] = tf.reduce_sum(g, 1, keepdims=True)
+            pool_grads[self._p["movie_bias"]] = tf.reshape(tf.reduce_sum(g, 0), [-1, 1])
+        if self.spec.has_side:
+            w1 = tf.convert_to_tensor(dense[d["hidden/kernel"]])
+            w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
+            dense_grads[d["side_out/kernel"]] = tf.reshape(tf.einsum("bp,bph->h", g, a),
+                                                           [-1, 1])
+            dense_grads[d["side_out/bias"]] = tf.reshape(tf.reduce_sum(g), [1])
+            dz = tf.raw_ops.EluGrad(gradients=g[:, :, None] * w2, outputs=a)
+            d_big_u = tf.reduce_sum(dz, 1)  # (B, H)
+            d_big_v = tf.reduce_sum(dz, 0)  # (P, H)
+            dense_grads[d["hidden/kernel"]] = tf.concat(
+                [tf.matmul(u, d_big_u, transpose_a=True),
+                 tf.matmul(m, d_big_v, transpose_a=True)], 0)
+            dense_grads[d["hidden/bias"]] = tf.reduce_sum(d_big_v, 0)
+            du += tf.matmul(d_big_u, w1[:self.k], transpose_b=True)
+            dm += tf.matmul(d_big_v, w1[self.k:], transpose_b=True)
+        user_grads[self._u["user_embedding"]] = du
+        pool_grads[self._p["movie_embedding"]] = dm
+        return user_grads, pool_grads, dense_grads
