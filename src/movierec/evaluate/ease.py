@@ -58,6 +58,11 @@ def _user_scores(users, indptr, items, weights, out):
             row += weights[items[p]]
 
 
+def _row_of_each_entry(indptr: np.ndarray) -> np.ndarray:
+    """The CSR row (user) of every stored entry, in storage order."""
+    return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+
+
 @dataclass(frozen=True)
 class Catalogue:
     """The movies EASE models: ``kept`` (ascending full-catalogue indices) and each user's
@@ -66,7 +71,6 @@ class Catalogue:
     kept: np.ndarray
     indptr: np.ndarray
     indices: np.ndarray
-    n_items: int  # the full catalogue
 
     @classmethod
     def build(cls, indptr: np.ndarray, indices: np.ndarray, n_items: int,
@@ -80,10 +84,10 @@ class Catalogue:
         position = np.full(n_items, -1, np.int64)
         position[kept] = np.arange(len(kept))
         mapped = position[indices]
-        users = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        users = _row_of_each_entry(indptr)
         keep = mapped >= 0
         k_indptr, k_indices = sparse.csr_by_user(users[keep], mapped[keep], len(indptr) - 1)
-        return cls(kept, k_indptr, k_indices, n_items)
+        return cls(kept, k_indptr, k_indices)
 
     @property
     def size(self) -> int:
@@ -93,7 +97,7 @@ class Catalogue:
 def gram(catalogue: Catalogue) -> np.ndarray:
     """X^T X over the kept movies, float32 (exact counts)."""
     n = catalogue.size
-    users = np.repeat(np.arange(len(catalogue.indptr) - 1), np.diff(catalogue.indptr))
+    users = _row_of_each_entry(catalogue.indptr)
     item_indptr, item_users = sparse.csr_by_user(catalogue.indices, users, n)
     out = np.zeros((n, n), np.float32)
     _gram(item_indptr, item_users, catalogue.indptr, catalogue.indices, out)
@@ -154,7 +158,7 @@ def top_k(weights: np.ndarray, catalogue: Catalogue, users: np.ndarray, k: int) 
 
 @dataclass
 class Timings:
-    """Where EASE's time goes (seconds), for the stage's log and the benchmark."""
+    """Where EASE's time goes (seconds), for the benchmark."""
 
     holdout: float = 0.0  # the grid: fits and rankings on the hold-out
     gram: float = 0.0
@@ -184,7 +188,7 @@ def choose_lambda(indptr: np.ndarray, indices: np.ndarray, n_items: int, grid: t
     minus their remaining movies. A single lambda is returned as it is, with no hold-out."""
     if len(grid) == 1:
         return Choice(float(grid[0]), {}, 0)
-    users = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    users = _row_of_each_entry(indptr)
     held = np.random.default_rng(seed).random(len(indices)) < fraction
     fit_indptr, fit_indices = sparse.csr_by_user(users[~held], indices[~held], len(indptr) - 1)
     out_indptr, out_indices = sparse.csr_by_user(users[held], indices[held], len(indptr) - 1)
