@@ -104,14 +104,10 @@ def draw_figures(inputs: Inputs, result: Evaluation, history: pd.DataFrame,
                            paths.histogram)
 
 
-# The per-epoch table `dvc plots` draws for every run: one metric per objective, fixed columns,
-# so that the plot is never reported missing; a curve the run does not have is NaN (not drawn).
-CURVE_COLUMNS = ("epoch", "train", "validation", "test")
-
-
 def epoch_curves(history: pd.DataFrame, spec: NetSpec) -> pd.DataFrame:
     """MSE per epoch for a rating model, NDCG@k for a ranking model (which has no train NDCG),
-    as plots/curves.csv."""
+    as plots/curves.csv: the same columns (epoch, train, validation, test) for every run, so
+    that `dvc plots` never reports the plot missing; a curve the run lacks is NaN (not drawn)."""
     metric = "mse" if spec.predicts_ratings else "ndcg"
     out = pd.DataFrame({"epoch": history["epoch"].astype(int)})
     for part, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
@@ -165,9 +161,9 @@ def summary_lines(report: dict, spec: NetSpec) -> list[str]:
                  f" train movies, lambda {fit['lambda']:g}"
                  + (f", chosen by NDCG@{rank['k']} on a hold-out of the train split: {tried}"
                     if tried else ""))
-    for name, label in (("popularity", "the most-popular list's"), ("ease", "EASE's")):
+    for name, whose, short in (("popularity", "the most-popular list's", "popularity"),
+                               ("ease", "EASE's", "EASE")):
         ratio = rank["model"]["ndcg"] / max(rank[name]["ndcg"], 1e-12)
-        short = name if name == "popularity" else "EASE"
-        lines.append(f"evaluate: the model's NDCG@{rank['k']} is {ratio:.2f}x {label}: "
+        lines.append(f"evaluate: the model's NDCG@{rank['k']} is {ratio:.2f}x {whose}: "
                      + (f"it beats {short}" if ratio > 1 else f"it does NOT beat {short}"))
     return lines
