@@ -70,3 +70,21 @@ def test_ranking_report_ranks_baselines_with_the_same_protocol():
     assert report["model"] == {"precision": 0.0, "recall": 0.0, "ndcg": 0.0, "map": 0.0,
                                "map_at_k": 0.0}
     assert (report["k"], report["users"]) == (2, 1)
+
+
+def test_summary_says_plainly_whether_the_model_beats_popularity_and_ease():
+    from movierec.evaluate.report import summary_lines
+    from movierec.nets.spec import NetSpec
+
+    row = {"precision": 0.1, "recall": 0.1, "ndcg": 0.0, "map": 0.1, "map_at_k": 0.1}
+    rank = {"k": 10, "users": 5, "model": {**row, "ndcg": 0.30},
+            "popularity": {**row, "ndcg": 0.20}, "biases": row, "ease": {**row, "ndcg": 0.40},
+            "ease_fit": {"lambda": 500.0, "movies": 7, "movies_in_train": 9,
+                         "holdout_ndcg": {"100": 0.1, "500": 0.2}}}
+    spec = NetSpec("residual", 3, 9, 4, 8, 0.0, "bce", 0.0)
+    lines = summary_lines({"ranking": rank}, spec)
+    assert ("evaluate: EASE on the 7 most-rated of 9 train movies, lambda 500, chosen by "
+            "NDCG@10 on a hold-out of the train split: 100 (0.1000), 500 (0.2000)") in lines
+    assert lines[-2] == ("evaluate: the model's NDCG@10 is 1.50x the most-popular list's: it "
+                         "beats popularity")
+    assert lines[-1] == "evaluate: the model's NDCG@10 is 0.75x EASE's: it does NOT beat EASE"
