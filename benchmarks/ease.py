@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> None:
 
 def child_ease(prepared: str, lambdas: str, max_items: str, holdout_users: str) -> None:
     """EASE as the evaluate stage runs it, on the test users of ``prepared`` (prints JSON)."""
-
     from movierec.core.config import EvaluateParams
     from movierec.core.files import read_parquet
     from movierec.data import sparse

@@ -74,6 +74,7 @@ class PooledNet:
         sampled softmax. ``positives[b]``: the pool column of user b's positive movie;
         ``log_q`` (P,): subtracted from every logit of that column; ``mask`` (B, P) bool: True
         where a pair is left out (never at the positive)."""
+        dense = [tf.convert_to_tensor(v) for v in dense]  # each variable read once
         s, a = self.scores(user_rows, pool_rows, dense)
         logits = s if log_q is None else s - log_q[None, :]
         if mask is not None:
@@ -98,7 +99,7 @@ class PooledNet:
             user_grads[self._u["user_bias"]] = tf.reduce_sum(g, 1, keepdims=True)
             pool_grads[self._p["movie_bias"]] = tf.reshape(tf.reduce_sum(g, 0), [-1, 1])
         if self.spec.has_side:
-            w1 = tf.convert_to_tensor(dense[d["hidden/kernel"]])
+            w1 = dense[d["hidden/kernel"]]
             w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
             dense_grads[d["side_out/kernel"]] = tf.reshape(tf.einsum("bp,bph->h", g, a),
                                                            [-1, 1])
