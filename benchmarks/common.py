@@ -238,13 +238,13 @@ def tutorial_rating_model(centred, n_users: int, n_movies: int, train_mean: floa
     return for_saving(centred, tutorial_spec(n_users, n_movies, train_mean))
 
 
-def training_loop(params, n_users: int, n_movies: int) -> tuple:
+def training_loop(params, n_users: int, n_movies: int, sampler=None) -> tuple:
     """The train stage's seeded centred model, its training loop and its ``NetSpec`` for
-    ``params`` (a ``TrainParams``)."""
+    ``params`` (a ``TrainParams``; the softmax objective draws its pools from ``sampler``)."""
     from movierec.nets.spec import NetSpec
     from movierec.train.training import setup
 
-    centred, loop = setup(params, n_users, n_movies)
+    centred, loop = setup(params, n_users, n_movies, sampler=sampler)
     return centred, loop, NetSpec.for_training(params, n_users, n_movies)
 
 

@@ -64,8 +64,13 @@ def main() -> None:
     if params.ranks:
         stats = result.negatives
         scored = (f"train loss {best['train_loss']:.4f}, test NDCG@{params.ndcg_k} "
-                  f"{best['test_ndcg']:.4f}; negatives: {stats['drawn']:,} drawn, "
-                  f"{stats['rejected']:,} redrawn (a rated movie), none kept")
+                  f"{best['test_ndcg']:.4f}; ")
+        if params.objective == "softmax":  # the pools are drawn inside the training step
+            scored += (f"each batch's pool: its positives and {params.negatives:,} sampled "
+                       "movies (or the whole catalogue, if no larger), rated ones masked")
+        else:
+            scored += (f"negatives: {stats['drawn']:,} drawn, {stats['rejected']:,} redrawn "
+                       "(a rated movie), none kept")
     else:
         scored = f"train MSE {best['train_mse']:.4f}, test MSE {best['test_mse']:.4f}"
     print(f"train: {params.objective} objective, {runs} in {result.fit_seconds:.1f} s "
@@ -86,8 +91,9 @@ def summary(result: TrainResult, params: TrainParams, n_train: int) -> dict:
                     f"test_ndcg@{params.ndcg_k}": float(best["test_ndcg"])})
         if "val_ndcg" in best:
             out[f"val_ndcg@{params.ndcg_k}"] = float(best["val_ndcg"])
-        out["negatives"] = dict(result.negatives, rejection_rate=round(
-            result.negatives["rejected"] / max(result.negatives["drawn"], 1), 6))
+        if params.objective != "softmax":
+            out["negatives"] = dict(result.negatives, rejection_rate=round(
+                result.negatives["rejected"] / max(result.negatives["drawn"], 1), 6))
     else:
         out["train_mse"] = float(best["train_mse"])
     out.update({"n_train": n_train, "n_fit": result.n_fit,

@@ -75,7 +75,7 @@ def _train(params, place, data, opts: dict, out: str) -> dict:
     targets = (data.train["rating"].to_numpy(np.float32) - np.float32(3.5))
     sampler = (NegativeSampler(users, movies, n_users, n_movies, "uniform")
                if params.ranks else None)
-    model, loop = setup(params, n_users, n_movies, place)
+    model, loop = setup(params, n_users, n_movies, place, sampler)
     rng = np.random.default_rng(0)
     steps = 0
     marks = [int(m) for m in opts.get("threads_at", "").split(",") if m]

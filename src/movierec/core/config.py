@@ -30,7 +30,7 @@ OPTIMIZERS = ("sgd", "adam")
 L2_FORMS = ("per_rating", "whole_table")
 # What training minimises (movierec.train.objectives explains each): the tutorial's MSE on
 # ratings, or a ranking objective over rated movies and sampled unrated ones.
-OBJECTIVES = ("rating", "bce", "bpr")
+OBJECTIVES = ("rating", "bce", "bpr", "softmax")
 # How negatives are drawn (movierec.train.negatives): uniformly over the catalogue, or in proportion
 # to count^0.75 (word2vec's unigram smoothing, used by many recommenders).
 NEGATIVE_SAMPLING = ("uniform", "popularity")
@@ -167,6 +167,9 @@ class TrainParams:
         _expect(self.seed >= 0, f"{prefix}.seed", self.seed, "a non-negative integer")
         _expect(self.objective in OBJECTIVES, f"{prefix}.objective", self.objective,
                 "one of " + ", ".join(OBJECTIVES))
+        # The softmax's pooled pass scores every (user, pool movie) pair with no dropout masks.
+        _expect(self.objective != "softmax" or self.dropout == 0, f"{prefix}.dropout",
+                self.dropout, "0 with objective softmax")
         _expect(self.negative_sampling in NEGATIVE_SAMPLING, f"{prefix}.negative_sampling",
                 self.negative_sampling, "one of " + ", ".join(NEGATIVE_SAMPLING))
         _expect(self.ndcg_users >= 0, f"{prefix}.ndcg_users", self.ndcg_users,

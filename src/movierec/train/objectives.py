@@ -9,6 +9,10 @@
 * ``bpr``: Bayesian personalised ranking. For each positive (u, i), ``train.negatives``
   triples (u, i, j), each with a sampled movie j the user did not rate; the loss is
   ``-log sigmoid(s(u, i) - s(u, j))``: only the order of the two scores matters.
+* ``softmax``: each positive (u, i) against a pool of movies shared by the whole batch (the
+  batch's positives and ``train.negatives`` sampled movies): the cross-entropy of the softmax
+  over the pool's scores, corrected for how the pool was drawn (``movierec.train.pools``). An
+  epoch is the fit ratings, shuffled; the pools are drawn inside the training step.
 
 Rating values are not used by the ranking objectives: a rated movie is a positive whatever its
 stars (Microsoft Recommenders' benchmark treats every test rating as relevant too). The
@@ -29,7 +33,7 @@ from movierec.train.negatives import NegativeSampler
 
 def examples_per_rating(objective: str, negatives: int) -> int:
     """How many examples one fit rating gives an epoch (what :func:`epoch_data` builds)."""
-    return {"rating": 1, "bce": 1 + negatives, "bpr": negatives}[objective]
+    return {"rating": 1, "bce": 1 + negatives, "bpr": negatives, "softmax": 1}[objective]
 
 
 @dataclass(frozen=True)
@@ -52,16 +56,16 @@ def epoch_data(objective: str, users: np.ndarray, movies: np.ndarray, targets: n
     """The examples of one epoch, shuffled by ``rng`` (which also draws the negatives).
 
     ``users``, ``movies``, ``targets`` are the fit data's ratings (targets centred). For the
-    rating objective the rng makes exactly one call, a permutation of the ratings, as
+    rating and softmax objectives the rng makes exactly one call, a permutation of the ratings, as
     ``model.fit(shuffle=True)`` would, so a rating run shuffles as the tutorial's training does.
     """
     empty = np.zeros(0, np.int32)
     users = np.asarray(users, np.int32)
     movies = np.asarray(movies, np.int32)
-    if objective == "rating":
+    if objective in ("rating", "softmax"):
         order = rng.permutation(len(users))
-        return EpochData(users[order], movies[order],
-                         np.asarray(targets, np.float32)[order], empty)
+        kept = np.asarray(targets, np.float32)[order] if objective == "rating" else empty
+        return EpochData(users[order], movies[order], kept.astype(np.float32), empty)
     if objective not in OBJECTIVES:
         raise ValueError(f"epoch_data: received objective={objective!r} (expected one of "
                          f"{', '.join(OBJECTIVES)})")

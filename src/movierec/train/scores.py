@@ -20,6 +20,7 @@ from movierec.nets.keras_model import weights_of
 from movierec.train import objectives
 from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data
+from movierec.train.pools import Pools
 from movierec.train.probes import RankingProbe
 from movierec.train.steps import TrainLoop
 
@@ -49,9 +50,18 @@ def _held_out_loss(loop: TrainLoop, fit_df: pd.DataFrame, df: pd.DataFrame,
                    params: TrainParams, n_users: int, n_movies: int):
     """A function giving a ranking objective's loss on held-out pairs ``df``: each pair a
     positive, with ``params.negatives`` negatives drawn once (never a movie the user rated in
-    the fit data or in ``df``), plus the L2 terms."""
+    the fit data or in ``df``; for softmax, pools drawn once, such movies masked), plus the L2
+    terms."""
     users, movies = (np.concatenate(p) for p in zip(ids_of(fit_df), ids_of(df), strict=True))
     sampler = NegativeSampler(users, movies, n_users, n_movies, params.negative_sampling)
+    if params.objective == "softmax":
+        pools = Pools(sampler, ids_of(df)[1], n_movies, params.negatives, params.batch_size,
+                      HELD_OUT_NEGATIVES_SEED)
+        u, m = (tf.constant(a.astype(np.int32)) for a in ids_of(df))
+
+        def pooled() -> float:
+            return loop.pooled_loss(u, m, pools) + loop.penalty(*ids_of(df))
+        return pooled
     data = epoch_data(params.objective, *ids_of(df), np.zeros(len(df), np.float32),
                       np.random.default_rng(HELD_OUT_NEGATIVES_SEED), sampler, params.negatives)
     u, m = tf.constant(data.users), tf.constant(data.movies)

@@ -31,6 +31,7 @@ from movierec.train import checkpoint, distribute, objectives
 from movierec.train.distribute import Placement
 from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data
+from movierec.train.pools import Pools
 from movierec.train.progress import Watch
 from movierec.train.rules import UpdateRule
 from movierec.train.scores import Scores, ids_of
@@ -81,15 +82,24 @@ def split_validation(train_df: pd.DataFrame, fraction: float,
 
 
 def setup(params: TrainParams, n_users: int, n_movies: int,
-          place: Placement | None = None) -> tuple[keras.Model, TrainLoop]:
+          place: Placement | None = None,
+          sampler: NegativeSampler | None = None) -> tuple[keras.Model, TrainLoop]:
     """Seeds, the centred model and its training loop under ``place``'s strategy (by default
-    :func:`distribute.start`'s for the params: threads, devices)."""
+    :func:`distribute.start`'s for the params: threads, devices). The softmax objective
+    draws its pools from ``sampler``, built on the fit ratings."""
     place = place or distribute.start(params)
     make_deterministic(params.seed)
     spec = NetSpec.for_training(params, n_users, n_movies)
     centred = build_model(spec)
+    pools = None
+    if params.objective == "softmax":
+        if sampler is None:
+            raise ValueError("setup: the softmax objective needs the fit ratings' sampler")
+        pools = Pools(sampler, sampler.movies, n_movies, params.negatives, params.batch_size,
+                      params.seed)
     return centred, TrainLoop(RowSplitModel(centred, spec), params.batch_size,
-                              UpdateRule.from_params(params), place.strategy, seed=params.seed)
+                              UpdateRule.from_params(params), place.strategy, seed=params.seed,
+                              pools=pools)
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
@@ -197,11 +207,11 @@ class _Run:
         self.watch_run = "selection" if phase == "selection" else None
         # The rating objective learns ratings centred on their mean; the others learn labels.
         self.mu = 0.0 if params.ranks else float(fit_df[RATING_COL].to_numpy(np.float64).mean())
-        self.centred, self.loop = setup(params, n_users, n_movies, place)
         self.fit_users, self.fit_movies = ids_of(fit_df)
         self.targets = fit_df[RATING_COL].to_numpy(np.float32) - np.float32(self.mu)
         self.sampler = (NegativeSampler(self.fit_users, self.fit_movies, n_users, n_movies,
                                         params.negative_sampling) if params.ranks else None)
+        self.centred, self.loop = setup(params, n_users, n_movies, place, self.sampler)
         self.scores = Scores(self.loop, self.centred, fit_df, val_df, test_df, self.mu, params,
                              n_users, n_movies)
         # One shuffle per epoch, as model.fit(shuffle=True) does, from the run's seed; the same

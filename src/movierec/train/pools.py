@@ -1,0 +1,82 @@
+"""The movies each batch of the softmax objective is scored against: a shared pool.
+
+For a batch of B positives (user b rated movie i_b), the pool is the batch's own positive
+movies plus ``train.negatives`` movies drawn from the sampler's distribution (uniform over the
+catalogue, or popularity), de-duplicated. Every user of the batch is scored against the whole
+pool, and the softmax over the pool is corrected for how the pool was drawn (the log-Q
+correction of sampled softmax): movie j's logit loses ``log q_j``, with ``q_j`` the
+probability that j is in the pool,
+
+    q_j = 1 - (1 - p_data(j)) ** B * (1 - p_neg(j)) ** N,
+
+``p_data`` being j's share of the fit ratings (how the batch's positives are drawn) and
+``p_neg`` the sampler's probability. A pool movie the user rated, other than the positive
+itself (an accidental hit), is left out of that user's softmax. When ``train.negatives`` is at
+least the catalogue, the pool is the whole catalogue and the loss is the exact softmax, with
+no correction.
+
+The draws are stateless, keyed on (seed, step): every replica of a ``tf.distribute`` strategy
+builds the same pool without an exchange, and a resumed run draws what the killed one would
+have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from movierec.train.negatives import NegativeSampler
+
+
+class Pools:
+    """Builds pools for the positives of a batch, inside a ``tf.function``.
+
+    ``rated``: the sampler whose (user, movie) pairs count as rated for the mask, and whose
+    catalogue and distribution the negatives are drawn from; ``data_movies``: the movies of
+    the positives the batches are cut from (their frequencies give ``p_data``).
+    """
+
+    def __init__(self, rated: NegativeSampler, data_movies: np.ndarray, n_movies: int,
+                 negatives: int, batch_size: int, seed: int):
+        self.n_movies, self.negatives, self.batch_size = n_movies, negatives, batch_size
+        catalogue = rated.catalogue
+        self.full = negatives >= len(catalogue)
+        self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
+        self.seed = seed
+        rows = np.repeat(np.arange(rated.indptr.size - 1, dtype=np.int64), np.diff(rated.indptr))
+        self.keys = tf.constant(rows * n_movies + rated.movies)  # sorted: CSR by user, movie
+        self.catalogue = tf.constant(catalogue, tf.int32)
+        column = np.full(n_movies, -1, np.int32)
+        column[catalogue] = np.arange(len(catalogue), dtype=np.int32)
+        self.column = tf.constant(column)  # full pool: a movie's column
+        self.cdf = tf.constant(np.cumsum(rated.probability), tf.float64)
+        p_neg = np.zeros(n_movies)
+        p_neg[catalogue] = rated.probability
+        p_data = np.bincount(np.asarray(data_movies, np.int64), minlength=n_movies) / max(
+            len(data_movies), 1)
+        # log(1 - (1 - p_data)^B (1 - p_neg)^N) per movie: log1p/expm1 keep rare movies exact.
+        with np.errstate(divide="ignore"):
+            log_miss = (batch_size * np.log1p(-np.minimum(p_data, 1 - 1e-12))
+                        + negatives * np.log1p(-np.minimum(p_neg, 1 - 1e-12)))
+            self.log_q = tf.constant(np.log(-np.expm1(log_miss)), tf.float32)
+
+    def pool(self, positives: tf.Tensor, step: tf.Tensor):
+        """(pool movies (P,), each positive's column (B,), log q per column (P,) or None)."""
+        if self.full:
+            return self.catalogue, tf.gather(self.column, positives), None
+        seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        u = tf.random.stateless_uniform([self.negatives], seed, dtype=tf.float64)
+        pick = tf.searchsorted(self.cdf, u * self.cdf[-1], side="right")
+        drawn = tf.gather(self.catalogue, tf.minimum(pick, tf.size(self.catalogue) - 1))
+        movies, where = tf.unique(tf.concat([positives, drawn], 0))
+        return movies, where[:tf.size(positives)], tf.gather(self.log_q, movies)
+
+    def mask(self, users: tf.Tensor, movies: tf.Tensor, columns: tf.Tensor) -> tf.Tensor:
+        """(b, P) True where user b rated pool movie p and p is not b's positive column."""
+        query = (tf.cast(users, tf.int64)[:, None] * self.n_movies
+                 + tf.cast(movies, tf.int64)[None, :])
+        flat = tf.reshape(query, [-1])
+        at = tf.minimum(tf.searchsorted(self.keys, flat), tf.size(self.keys, tf.int32) - 1)
+        hit = tf.reshape(tf.equal(tf.gather(self.keys, at), flat), tf.shape(query))
+        own = tf.equal(tf.range(tf.size(movies))[None, :], columns[:, None])
+        return hit & ~own

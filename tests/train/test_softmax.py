@@ -1,0 +1,167 @@
+"""The softmax objective: the pools (who is in them, the log-Q correction, the mask of
+accidental hits) and the training step against Keras' model, a GradientTape and Keras' SGD."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from movierec.core.config import TrainParams
+from movierec.core.errors import ParamsError
+from movierec.nets.keras_model import build_model
+from movierec.nets.spec import NetSpec
+from movierec.train.negatives import NegativeSampler
+from movierec.train.objectives import epoch_data
+from movierec.train.pools import Pools
+from movierec.train.rules import UpdateRule
+from movierec.train.steps import RowSplitModel, TrainLoop
+
+N_USERS, N_MOVIES, BATCH, STEPS = 40, 30, 16, 6
+
+
+def _rated(seed=0, per_user=5):
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(N_USERS), per_user).astype(np.int32)
+    # movie 29 is never rated: outside the catalogue, never in a pool
+    movies = np.concatenate([rng.choice(N_MOVIES - 1, per_user, replace=False)
+                             for _ in range(N_USERS)]).astype(np.int32)
+    return users, movies
+
+
+@pytest.mark.parametrize("how", ["uniform", "popularity"])
+def test_pool_holds_the_positives_and_distinct_catalogue_draws(how):
+    users, movies = _rated()
+    sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES, how)
+    pools = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=5)
+    positives = tf.constant(movies[:BATCH])
+    pool, columns, log_q = (t.numpy() for t in pools.pool(positives, tf.constant(3)))
+    assert len(np.unique(pool)) == len(pool) <= BATCH + 8
+    np.testing.assert_array_equal(pool[columns], movies[:BATCH])
+    assert set(pool) <= set(sampler.catalogue)
+    # log q: the log of the chance of being in a pool of B data draws and N sampler draws.
+    p_data = np.bincount(movies, minlength=N_MOVIES) / len(movies)
+    p_neg = np.zeros(N_MOVIES)
+    p_neg[sampler.catalogue] = sampler.probability
+    q = 1 - (1 - p_data) ** BATCH * (1 - p_neg) ** 8
+    np.testing.assert_allclose(np.exp(log_q), q[pool], rtol=1e-5)
+    # The same (seed, step) draws the same pool; another step another one.
+    again = pools.pool(positives, tf.constant(3))[0].numpy()
+    np.testing.assert_array_equal(again, pool)
+    other = [pools.pool(positives, tf.constant(s))[0].numpy() for s in range(4, 9)]
+    assert any(len(o) != len(pool) or (o != pool).any() for o in other)
+
+
+def test_mask_is_every_rated_pool_movie_but_the_positive_and_full_pool_is_the_catalogue():
+    users, movies = _rated()
+    sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
+    pools = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=1)
+    pool, columns, _ = pools.pool(tf.constant(movies[:BATCH]), tf.constant(1))
+    mask = pools.mask(tf.constant(users[:BATCH]), pool, columns).numpy()
+    pool, columns = pool.numpy(), columns.numpy()
+    for b in range(BATCH):
+        expected = sampler.rated(np.full(len(pool), users[b]), pool)
+        expected[columns[b]] = False
+        np.testing.assert_array_equal(mask[b], expected)
+    assert mask.any()
+    full = Pools(sampler, movies, N_MOVIES, 1000, BATCH, seed=1)
+    assert full.full
+    pool, columns, log_q = full.pool(tf.constant(movies[:BATCH]), tf.constant(1))
+    np.testing.assert_array_equal(pool.numpy(), sampler.catalogue)
+    assert log_q is None
+    np.testing.assert_array_equal(pool.numpy()[columns.numpy()], movies[:BATCH])
+
+
+def _keras_reference(kind, batches, pools, lr, momentum, l2):
+    keras.utils.set_random_seed(11)
+    model = build_model(NetSpec(kind, N_USERS, N_MOVIES, 4, 8, objective="softmax"))
+    sgd = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
+    for step, (u, m) in enumerate(batches, start=1):
+        pool, columns, log_q = pools.pool(tf.constant(m), tf.constant(step))
+        mask = pools.mask(tf.constant(u), pool, columns)
+        b, p = len(u), int(tf.size(pool))
+        with tf.GradientTape() as tape:
+            # Every (user, pool movie) pair through the whole Keras model.
+            s = model([np.repeat(u, p)[:, None], np.tile(pool.numpy(), b)[:, None]],
+                      training=True)
+            logits = tf.reshape(s, [b, p]) - log_q[None, :]
+            logits = tf.where(mask, -1e30, logits)
+            loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
+                columns, logits, from_logits=True))
+            if l2:  # each positive's own user and movie rows
+                for name, ids in (("user_embedding", u), ("user_bias", u),
+                                  ("movie_embedding", m), ("movie_bias", m)):
+                    if kind == "deep" and name.endswith("bias"):
+                        continue  # the deep network has no bias tables
+                    rows = tf.gather(model.get_layer(name).embeddings, ids)
+                    loss += l2 * tf.reduce_sum(tf.square(rows)) / b
+        grads = tape.gradient(loss, model.trainable_variables)
+        sgd.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["residual", "mf", "deep"])
+@pytest.mark.parametrize("updates,l2", [("lazy", 0.0), ("dense", 0.0), ("lazy", 0.01)])
+def test_softmax_step_matches_keras_model_tape_and_sgd(kind, updates, l2):
+    users, movies = _rated(seed=2)
+    sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
+    pools = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=9)
+    rng = np.random.default_rng(4)
+    order = rng.permutation(len(users))[:BATCH * STEPS]
+    u, m = users[order], movies[order]
+    u[: len(u) // 2] %= 5  # rows untouched for several steps: lazy must catch them up
+    batches = [(u[s:s + BATCH], m[s:s + BATCH]) for s in range(0, len(u), BATCH)]
+    lr, momentum = 0.5, 0.9
+    reference = _keras_reference(kind, batches, pools, lr, momentum, l2)
+
+    keras.utils.set_random_seed(11)
+    spec = NetSpec(kind, N_USERS, N_MOVIES, 4, 8, objective="softmax")
+    model = build_model(spec)
+    initial = [w.numpy().copy() for w in model.weights]
+    loop = TrainLoop(RowSplitModel(model, spec), BATCH,
+                     UpdateRule(learning_rate=lr, momentum=momentum, table_updates=updates,
+                                l2_embeddings=l2), pools=pools)
+    mean = loop.epoch(tf.constant(u), tf.constant(m), tf.constant(np.zeros(0, np.float32)), 4)
+    for ours, theirs, start in zip(model.weights, reference.weights, initial, strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=5e-6, err_msg=ours.path)
+        if ours.path not in ("user_bias/embeddings", "side_out/bias"):
+            # A user's bias and the output bias shift every pool movie's logit alike.
+            assert np.abs(ours.numpy() - start).max() > 1e-4, ours.path
+    assert np.isfinite(mean) and mean > 0
+
+
+def test_softmax_learns_a_planted_ranking_and_held_out_loss_falls():
+    # Users 0-19 rate only even movies, users 20-39 only odd ones.
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(N_USERS), 6).astype(np.int32)
+    movies = np.array([2 * rng.integers(0, N_MOVIES // 2) + (x >= N_USERS // 2) for x in users],
+                      np.int32)
+    keep = np.unique(users * N_MOVIES + movies, return_index=True)[1]
+    users, movies = users[keep], movies[keep]
+    sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
+    pools = Pools(sampler, movies, N_MOVIES, 6, BATCH, seed=3)
+    keras.utils.set_random_seed(2)
+    spec = NetSpec("residual", N_USERS, N_MOVIES, 4, 8, objective="softmax")
+    loop = TrainLoop(RowSplitModel(build_model(spec), spec), BATCH,
+                     UpdateRule(optimizer="adam", table_updates="sparse", learning_rate=0.05),
+                     pools=pools)
+    before = loop.pooled_loss(tf.constant(users), tf.constant(movies), pools)
+    data_rng = np.random.default_rng(1)
+    for _ in range(30):
+        data = epoch_data("softmax", users, movies, np.zeros(len(users)), data_rng)
+        loop.epoch(tf.constant(data.users), tf.constant(data.movies),
+                   tf.constant(data.targets), 8)
+    assert loop.pooled_loss(tf.constant(users), tf.constant(movies), pools) < 0.8 * before
+    u = np.repeat(np.arange(N_USERS), N_MOVIES // 2).astype(np.int32)
+    own = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u >= N_USERS // 2)
+    other = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u < N_USERS // 2)
+    s_own = loop.predict(tf.constant(u), tf.constant(own.astype(np.int32)))
+    s_other = loop.predict(tf.constant(u), tf.constant(other.astype(np.int32)))
+    assert np.mean(s_own > s_other) > 0.9
+
+
+def test_softmax_needs_its_pools_and_no_dropout():
+    spec = NetSpec("mf", N_USERS, N_MOVIES, 4, 8, objective="softmax")
+    with pytest.raises(ValueError, match="expected pools for softmax"):
+        TrainLoop(RowSplitModel(build_model(spec), spec), BATCH)
+    with pytest.raises(ParamsError, match=r"train\.dropout.*0 with objective softmax"):
+        TrainParams(objective="softmax", dropout=0.2).validate("train")
