@@ -42,7 +42,7 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"trian": {}}, "unknown key 'trian'"),
         ({"train": {"epochs": 0}}, "train.epochs = 0 (expected an integer >= 1)"),
         ({"train": {"objective": "ranking"}},
-         "train.objective = 'ranking' (expected one of rating, bce, bpr)"),
+         "train.objective = 'ranking' (expected one of rating, bce, bpr, softmax)"),
         ({"train": {"negatives": 0}}, "train.negatives = 0 (expected an integer >= 1)"),
         ({"train": {"negative_sampling": "zipf"}},
          "train.negative_sampling = 'zipf' (expected one of uniform, popularity)"),
