@@ -33,6 +33,9 @@ RANKING_VAL_COLUMNS = ("val_loss", "val_ndcg")
 # Seed of the negatives drawn once for the held-out parts' per-epoch loss (fixed, so that the
 # curve moves with the weights only).
 HELD_OUT_NEGATIVES_SEED = 0
+# The softmax's held-out loss scores each pair against a whole pool: a seeded sample of at most
+# this many pairs (the same every epoch) keeps it a small part of an epoch on big data.
+SOFTMAX_HELD_OUT_PAIRS = 50_000
 
 
 def _as_tensors(df: pd.DataFrame, mu: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -55,9 +58,14 @@ def _held_out_loss(loop: TrainLoop, fit_df: pd.DataFrame, df: pd.DataFrame,
     users, movies = (np.concatenate(p) for p in zip(ids_of(fit_df), ids_of(df), strict=True))
     sampler = NegativeSampler(users, movies, n_users, n_movies, params.negative_sampling)
     if params.objective == "softmax":
-        pools = Pools(sampler, ids_of(df)[1], n_movies, params.negatives, params.batch_size,
+        held_users, held_movies = ids_of(df)
+        if len(df) > SOFTMAX_HELD_OUT_PAIRS:  # every pair costs a whole pool's scores
+            keep = np.sort(np.random.default_rng(HELD_OUT_NEGATIVES_SEED).choice(
+                len(df), SOFTMAX_HELD_OUT_PAIRS, replace=False))
+            held_users, held_movies = held_users[keep], held_movies[keep]
+        pools = Pools(sampler, held_movies, n_movies, params.negatives, params.batch_size,
                       HELD_OUT_NEGATIVES_SEED)
-        u, m = (tf.constant(a.astype(np.int32)) for a in ids_of(df))
+        u, m = (tf.constant(a.astype(np.int32)) for a in (held_users, held_movies))
 
         def pooled() -> float:
             return loop.pooled_loss(u, m, pools) + loop.penalty(*ids_of(df))
@@ -97,14 +105,19 @@ class Scores:
         self.centred = centred
         self.spec = loop.split.spec
         self.k = params.ndcg_k
-        if self.ranks:  # NDCG@k of top-k lists over the catalogue minus the user's fit movies
-            def probe(df: pd.DataFrame) -> RankingProbe:
-                return RankingProbe(*ids_of(fit_df), *ids_of(df), n_users, n_movies,
+        if self.ranks:
+            # NDCG@k of top-k lists over the catalogue minus the movies the user rated before
+            # the split scored: the fit part for the validation part; the whole train split
+            # (fit and validation) for the test split, as evaluate ranks it.
+            train_df = fit_df if val_df is None else pd.concat([fit_df, val_df])
+            def probe(known: pd.DataFrame, df: pd.DataFrame) -> RankingProbe:
+                return RankingProbe(*ids_of(known), *ids_of(df), n_users, n_movies,
                                     params.ndcg_k, params.ndcg_users, params.seed)
             def loss(df: pd.DataFrame):
                 return _held_out_loss(loop, fit_df, df, params, n_users, n_movies)
-            self.test = (probe(test_df), loss(test_df))
-            self.val = (probe(val_df), loss(val_df)) if val_df is not None else None
+            self.test = (probe(train_df, test_df), loss(test_df))
+            self.val = ((probe(fit_df, val_df), loss(val_df)) if val_df is not None
+                        else None)
         else:
             self.test = _mse_scorer(loop, test_df, mu)
             self.val = _mse_scorer(loop, val_df, mu) if val_df is not None else None
