@@ -14,7 +14,7 @@ own code, in one run on one machine (docs/benchmarks.md has the figures):
 3. the real train (one epoch), recommend (100 candidates per user: here it only feeds evaluate)
    and evaluate stages at full size, for their peak memory;
 4. an accuracy check: the same four paths trained for the same epochs on the same split of the
-   default 1M-rating twin, with their test MSE.
+   default 1M-rating twin, with their test MSE (one process per seed trains the four in turn).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
                     args.accuracy_epochs, args.seeds)
 
 
-# --- measurements, each in a fresh process (run_child) ---------------------------------------
+# --- measurements, in fresh processes (run_child) -------------------------------------------
 
 def child_train_steps(prepared: str, path: str, steps: str, warmup: str) -> None:
     """Times ``steps`` SGD steps at batch 128 after ``warmup`` untimed ones (prints JSON)."""
@@ -158,8 +158,10 @@ def child_apply_indexing(ratings: str, sample: str) -> None:
     print_json({"seconds": time.perf_counter() - start, "rows": len(df)})
 
 
-def child_accuracy(path: str, n_ratings: str, epochs: str, seed: str) -> None:
-    """Test MSE after ``epochs`` epochs on the default split of an ``n_ratings`` twin."""
+def child_accuracy(paths: str, n_ratings: str, epochs: str, seed: str) -> None:
+    """Test MSE after ``epochs`` epochs on the default split of an ``n_ratings`` twin, for
+    each of the comma-separated ``paths`` in turn (prints JSON). One process per seed: an
+    accuracy is not a speed, and every path seeds its own weights and shuffles."""
     import numpy as np
 
     from movierec.core.config import Params
@@ -175,17 +177,19 @@ def child_accuracy(path: str, n_ratings: str, epochs: str, seed: str) -> None:
                    defaults.preprocess.seed)
     n_users, n_movies = len(data.users), len(data.movies)
     y_test = data.test["rating"].to_numpy(np.float64)
-    start = time.perf_counter()
-    if path == "tutorial":
-        test_mse = _tutorial_fit(data.train, data.test, n_users, n_movies, int(epochs),
-                                 int(seed))
-    else:
-        params = dataclasses.replace(defaults.train, epochs=int(epochs), seed=int(seed),
-                                     table_updates=path)
-        result = train(data.train, data.test, n_users, n_movies, params, verbose=0)
-        test_mse = mse(y_test, predict(result.model, data.test))
-    print_json({"test_mse": test_mse, "seconds": time.perf_counter() - start,
-                "n_train": len(data.train), "n_test": len(data.test)})
+    runs = {}
+    for path in paths.split(","):
+        start = time.perf_counter()
+        if path == "tutorial":
+            test_mse = _tutorial_fit(data.train, data.test, n_users, n_movies, int(epochs),
+                                     int(seed))
+        else:
+            params = dataclasses.replace(defaults.train, epochs=int(epochs), seed=int(seed),
+                                         table_updates=path)
+            result = train(data.train, data.test, n_users, n_movies, params, verbose=0)
+            test_mse = mse(y_test, predict(result.model, data.test))
+        runs[path] = {"test_mse": test_mse, "seconds": time.perf_counter() - start}
+    print_json({"runs": runs, "n_train": len(data.train), "n_test": len(data.test)})
 
 
 def _tutorial_model(n_users: int, n_movies: int, seed: int):
@@ -296,9 +300,11 @@ def accuracy_check(n_ratings: int, epochs: int, seeds: list[int]) -> None:
           f"{n_ratings:,}-rating twin; seeds {seeds} (initial weights, shuffling)",
           flush=True)
     mean = {}
-    for key, label in PATHS:
-        runs = [run_child(__name__, "child_accuracy", key, n_ratings, epochs, seed)
+    paths = ",".join(key for key, _ in PATHS)
+    per_seed = [run_child(__name__, "child_accuracy", paths, n_ratings, epochs, seed)["runs"]
                 for seed in seeds]
+    for key, label in PATHS:
+        runs = [seed_runs[key] for seed_runs in per_seed]
         mean[key] = statistics.fmean(r["test_mse"] for r in runs)
         print(accuracy_line(label, runs), flush=True)
     for line in verdict_lines(mean):
