@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import io
 import json
 import re
 import subprocess
@@ -32,13 +34,27 @@ def peak_mib() -> float:
     return peak_memory_mib() or float("nan")
 
 
-def run_child(module: str, function: str, *args: object) -> dict:
+# ``python -m benchmarks --in-process``: every measurement that can runs in the benchmark's own
+# process, a quick check that the benchmark runs end to end (the tests' smoke runs); its times
+# and peak memory are not comparable with a normal run's.
+IN_PROCESS = False
+
+
+def run_child(module: str, function: str, *args: object, fresh: bool = False) -> dict:
     """Runs ``function(*args)`` of ``module`` in a fresh Python; returns the dict it prints.
 
     A fresh process per measurement: TensorFlow's thread settings are fixed at start-up, and
-    each figure's peak memory is its own. The arguments travel as strings.
+    each figure's peak memory is its own. The arguments travel as strings. Under
+    :data:`IN_PROCESS` the call runs here instead, unless ``fresh`` (a measurement that needs
+    a TensorFlow set up differently, such as logical devices).
     """
-    call = f"from {module} import {function}; {function}(*{[str(a) for a in args]!r})"
+    texts = [str(a) for a in args]
+    if IN_PROCESS and not fresh:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            getattr(importlib.import_module(module), function)(*texts)
+        return json.loads(out.getvalue().strip().splitlines()[-1])
+    call = f"from {module} import {function}; {function}(*{texts!r})"
     done = subprocess.run([sys.executable, "-c", call], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{function}{args} failed:\n{done.stderr[-TAIL:]}")

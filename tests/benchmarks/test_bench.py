@@ -1,4 +1,5 @@
-"""Every benchmark runs end to end at a toy size (its figures are not checked here)."""
+"""Every benchmark runs end to end at a toy size, its measurements in one process where they can
+(``--in-process``; its figures are not checked here)."""
 
 import re
 import subprocess
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.slow  # every test here starts processes
 
 def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "speed", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "--in-process", "speed", "--n-ratings", "20000",
          "--steps", "20", "--warmup", "5", "--accuracy-ratings", "20000",
          "--accuracy-epochs", "1", "--seeds", "1", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
@@ -29,7 +30,7 @@ def test_bench_speed_runs_every_part_and_reports_ratios(tmp_path):
 
 def test_bench_recommend_runs_every_part(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "recommend", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "--in-process", "recommend", "--n-ratings", "20000",
          "--candidates", "20", "--xla-blocks", "2", "--queries", "20",
          "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
@@ -44,7 +45,7 @@ def test_bench_recommend_runs_every_part(tmp_path):
 
 def test_bench_ranking_runs_every_objective(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "ranking", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "--in-process", "ranking", "--n-ratings", "20000",
          "--steps", "20", "--warmup", "5", "--probe-users", "50", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -59,7 +60,7 @@ def test_bench_ranking_runs_every_objective(tmp_path):
 def test_bench_ingest_reads_the_zip_it_writes(tmp_path):
     archive = tmp_path / "ml-20m-shaped.zip"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "ingest", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "--in-process", "ingest", "--n-ratings", "20000",
          "--zip", str(archive)],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -73,7 +74,7 @@ def test_bench_ingest_reads_the_zip_it_writes(tmp_path):
 
 def test_bench_ease_runs_every_part(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "ease", "--n-ratings", "20000",
+        [sys.executable, "-m", "benchmarks", "--in-process", "ease", "--n-ratings", "20000",
          "--lambdas", "100,500", "--max-items", "300", "--holdout-users", "50",
          "--compare-items", "0", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
