@@ -42,9 +42,10 @@ PYTEST := python -m pytest --dist loadscope --no-loadscope-reorder
 # is pure computation, so one worker per core.
 WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
 
+# The whole suite ends with its 20 slowest tests, the place to look when it grows.
 test: install
 	ruff check .
-	$(PYTEST) -n $(WORKERS)
+	$(PYTEST) -n $(WORKERS) --durations=20
 
 test-fast: install
 	$(PYTEST) -n auto -m "not slow"
