@@ -43,8 +43,9 @@ class Pools:
         self.full = negatives >= len(catalogue)
         self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
         self.seed = seed
-        rows = np.repeat(np.arange(rated.indptr.size - 1, dtype=np.int64), np.diff(rated.indptr))
-        self.keys = tf.constant(rows * n_movies + rated.movies)  # sorted: CSR by user, movie
+        # Each user's rated movies, CSR by user (sorted): the mask reads a batch's users' rows.
+        self.indptr = tf.constant(rated.indptr.astype(np.int64))
+        self.rated_movies = tf.constant(rated.movies.astype(np.int32))
         self.catalogue = tf.constant(catalogue, tf.int32)
         column = np.full(n_movies, -1, np.int32)
         column[catalogue] = np.arange(len(catalogue), dtype=np.int32)
@@ -72,11 +73,26 @@ class Pools:
         return movies, where[:tf.size(positives)], tf.gather(self.log_q, movies)
 
     def mask(self, users: tf.Tensor, movies: tf.Tensor, columns: tf.Tensor) -> tf.Tensor:
-        """(b, P) True where user b rated pool movie p and p is not b's positive column."""
-        query = (tf.cast(users, tf.int64)[:, None] * self.n_movies
-                 + tf.cast(movies, tf.int64)[None, :])
-        flat = tf.reshape(query, [-1])
-        at = tf.minimum(tf.searchsorted(self.keys, flat), tf.size(self.keys, tf.int32) - 1)
-        hit = tf.reshape(tf.equal(tf.gather(self.keys, at), flat), tf.shape(query))
+        """(b, P) True where user b rated pool movie p and p is not b's positive column.
+
+        Each user's rated movies (their CSR row) are looked up in the sorted pool, which is
+        small: the work grows with the batch users' ratings, not with every (user, pool movie)
+        pair times the log of all ratings."""
+        starts = tf.gather(self.indptr, users)
+        lengths = tf.cast(tf.gather(self.indptr, users + 1) - starts, tf.int32)
+        rows = tf.repeat(tf.range(tf.size(users)), lengths)  # which batch user rated it
+        # Each rated entry's position in the CSR arrays: its row's start plus its rank there.
+        first = tf.cumsum(lengths, exclusive=True)
+        rank = tf.range(tf.reduce_sum(lengths)) - tf.gather(first, rows)
+        rated = tf.gather(self.rated_movies, tf.gather(starts, rows) + tf.cast(rank, tf.int64))
+        order = tf.argsort(movies)
+        ranked = tf.gather(movies, order)
+        at = tf.minimum(tf.searchsorted(ranked, rated), tf.size(movies) - 1)
+        hit = tf.cast(tf.equal(tf.gather(ranked, at), rated), tf.int32)
+        n_pool = tf.size(movies)
+        # A miss adds 0 wherever it points, so no entry needs filtering out.
+        counts = tf.math.unsorted_segment_sum(hit, rows * n_pool + tf.gather(order, at),
+                                              tf.size(users) * n_pool)
+        hits = tf.reshape(counts, [tf.size(users), n_pool]) > 0
         own = tf.equal(tf.range(tf.size(movies))[None, :], columns[:, None])
-        return hit & ~own
+        return hits & ~own
