@@ -20,13 +20,15 @@ export DVC_NO_ANALYTICS := 1
 .PHONY: install pipeline test test-fast bench bench-recommend bench-ranking bench-ease
 
 # uv installs the project and its pinned dependencies: the same packages as pip, resolved and
-# installed in seconds where pip takes about a minute (docs/development.md).
+# installed in seconds where pip takes about a minute (docs/development.md). It compiles the
+# bytecode up front, as pip does: otherwise the test suite's many processes, starting together,
+# would each compile TensorFlow's modules on their first import.
 UV_VERSION := 0.13.9
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $@
 
 install: $(STAMP)
