@@ -10,11 +10,11 @@ each prints its own report line.
 
 With ``multi_worker`` it is one task of the cluster in ``TF_CONFIG`` (the chief or a worker, as
 TF_CONFIG says); a lost cluster ends it with one ``error:`` line. Options: ``batch_size``,
-``steps_per_execution`` (default 64), ``epochs`` (default 2), ``n_ratings`` (of the synthetic
-twin, default 20,000), ``collective_timeout``, ``threads_at`` (comma-separated step counts: the
-report's ``threads`` gives this process's OS threads after the first call into the training
-loop that reaches each) and ``stall_at`` (a step count: this task then stops taking part,
-alive, for 10 minutes, as a task stuck outside TensorFlow would).
+``steps_per_execution`` (default 64), ``epochs`` (default 2), ``hidden_units`` (default 400),
+``n_ratings`` (of the synthetic twin, default 20,000), ``collective_timeout``, ``threads_at``
+(comma-separated step counts: the report's ``threads`` gives this process's OS threads after
+the first call into the training loop that reaches each) and ``stall_at`` (a step count: this
+task then stops taking part, alive, for 10 minutes, as a task stuck outside TensorFlow would).
 """
 
 import dataclasses
@@ -43,6 +43,7 @@ def main(strategy: str, cpu_replicas: str, objectives: str, out: str, *options: 
                                  cpu_replicas=int(cpu_replicas), objective=names[0],
                                  steps_per_execution=int(opts.get("steps_per_execution", 64)),
                                  batch_size=int(opts.get("batch_size", 128)),
+                                 hidden_units=int(opts.get("hidden_units", 400)),
                                  collective_timeout=int(opts.get("collective_timeout", 300)))
     role = "chief"
     if strategy == "multi_worker" and not is_chief_task(read_tf_config()):
