@@ -236,9 +236,10 @@ def test_movielens_release_from_a_local_server(repo, tmp_path):
 def test_ranking_objective_through_the_pipeline(repo, objective):
     import pandas as pd
 
+    # The ranking configuration's narrow side branch: softmax scores every pool pair through it.
     out = dvc(repo, "exp", "run", "-S", "data.dataset=synthetic", "-S",
               f"train.objective={objective}", "-S", "train.epochs=2", "-S",
-              "train.val_fraction=0.1")
+              "train.val_fraction=0.1", "-S", "train.hidden_units=16")
     assert f"train: {objective} objective, 2 epochs x " in out
     train_json = json.loads((repo / "metrics/train.json").read_text())
     assert train_json["objective"] == objective and "train_mse" not in train_json

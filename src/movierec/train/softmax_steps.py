@@ -1,0 +1,93 @@
+"""The softmax objective's part of the training loop: one step of a batch against its pool,
+and the loss of held-out positives against pools drawn once (``movierec.train.pools``).
+
+:class:`SoftmaxSteps` is a part of :class:`movierec.train.steps.TrainLoop`, kept in its own
+module: it reads the loop's tables, optimiser state, strategy and helpers (``_share``,
+``_table_columns``, ``_all_reduce``, ``_apply``) and adds no state of its own but a cache of
+compiled held-out losses.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from movierec.train.pools import Pools
+
+
+class SoftmaxSteps:
+    """The softmax step and held-out loss of a ``TrainLoop`` built with ``pools``."""
+
+    def _softmax_step(self, users, movies, start, powers) -> tf.Tensor:
+        """One step of the softmax objective on one replica: this replica's share of the
+        batch's users, each scored against the whole pool (``movierec.train.pools``)."""
+        rule, pools, b = self.rule, self.pools, self.batch_size
+        step = self.step.assign_add(1)
+        batch_users, positives = users[start:start + b], movies[start:start + b]
+        n = tf.size(batch_users)
+        pool, columns, log_q = pools.pool(positives, step)
+        user_rows, user_at = tf.unique(batch_users)
+        distinct = [user_rows, pool]  # the pool is distinct already
+        lo, hi = self._share(n)
+        mine_users, mine_columns = batch_users[lo:hi], columns[lo:hi]
+        caught = [(None, None)] * 2
+        if self.lazy:
+            caught = [rule.catch_up_rows(table, slots[0], rows,
+                                         step - 1 - tf.gather(row_step, rows), powers)
+                      for table, slots, row_step, rows in
+                      zip(self.tables, self.table_slots, self.row_step, distinct, strict=True)]
+        joined = [tf.gather(self.tables[0], mine_users), tf.gather(self.tables[1], pool)]
+        split_rows = self._table_columns(joined)
+        feeds = self.split.feeds
+        user_part = [r for r, f in zip(split_rows, feeds, strict=True) if f == 0]
+        pool_part = [r for r, f in zip(split_rows, feeds, strict=True) if f == 1]
+        scale = tf.cast(n, tf.float32)
+        terms, user_grads, pool_grads, dense_grads = self.pooled.softmax_loss_and_grads(
+            user_part, pool_part, self.dense, mine_columns, scale, log_q,
+            pools.mask(mine_users, pool, mine_columns))
+        grads = [tf.concat(user_grads, 1) if len(user_grads) > 1 else user_grads[0],
+                 tf.concat(pool_grads, 1) if len(pool_grads) > 1 else pool_grads[0]]
+        if rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
+            factor = 2.0 * rule.per_rating_l2 / scale
+            grads[0] += factor * joined[0]
+            grads[1] += factor * joined[1] * tf.math.unsorted_segment_sum(
+                tf.ones_like(mine_columns, tf.float32), mine_columns, tf.size(pool))[:, None]
+        # Across replicas, fixed sizes (the most a batch can touch), as the all-reduce needs.
+        user_segments = tf.size(user_rows) if self.replicas == 1 else b
+        pool_segments = tf.size(pool) if self.replicas == 1 else pools.size
+        grads = [tf.math.unsorted_segment_sum(grads[0], user_at[lo:hi], user_segments),
+                 tf.math.unsorted_segment_sum(grads[1], tf.range(tf.size(pool)),
+                                              pool_segments)]
+        total = tf.reduce_sum(terms)
+        if self.replicas > 1:
+            grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
+            grads = [g[:tf.size(d)] for g, d in zip(grads, distinct, strict=True)]
+        self._apply(step, distinct, grads, dense_grads, caught)
+        return total
+
+    def pooled_loss(self, users: tf.Tensor, movies: tf.Tensor, pools: Pools) -> float:
+        """The mean softmax loss of positives (users, movies) at the Keras model's weights,
+        in batches of the training batch size against pools drawn by ``pools`` (a held-out
+        part's, with its own seed and rated pairs)."""
+        n = int(users.shape[0])
+        if n == 0:
+            return float("nan")
+        fn = self._pooled_loss_fns.get(id(pools))
+        if fn is None:
+            fn = self._pooled_loss_fns[id(pools)] = tf.function(
+                lambda u, m, i: self._pooled_terms(u, m, i, pools))
+        total = sum(float(fn(users[s:s + self.batch_size], movies[s:s + self.batch_size],
+                             tf.constant(s // self.batch_size, tf.int64)))
+                    for s in range(0, n, self.batch_size))
+        return total / n
+
+    def _pooled_terms(self, users, movies, index, pools: Pools) -> tf.Tensor:
+        pool, columns, log_q = pools.pool(movies, index)
+        split = self.split
+        user_part = [tf.gather(t, users) for t, f in zip(split.tables, split.feeds,
+                                                         strict=True) if f == 0]
+        pool_part = [tf.gather(t, pool) for t, f in zip(split.tables, split.feeds,
+                                                        strict=True) if f == 1]
+        s, _ = self.pooled.scores(user_part, pool_part, [v.read_value() for v in split.dense])
+        logits = s if log_q is None else s - log_q[None, :]
+        logits = tf.where(pools.mask(users, pool, columns), tf.constant(-1e30), logits)
+        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(columns, logits))
