@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from movierec.core.config import MODELS, OBJECTIVES  # noqa: F401  (re-used by the tests)
 from movierec.nets import scoring
@@ -44,3 +45,24 @@ def expected_weight_count(spec: NetSpec) -> int:
     main = n + m if spec.has_main else 0
     side = (2 * k * h + h) + (h + 1) if spec.has_side else 0
     return (n + m) * k + main + side
+
+
+def planted_parity(n_users: int, n_movies: int, per_user: int, seed: int = 0):
+    """A planted ranking: users in the first half rate only even movies, the others only odd
+    ones, ``per_user`` draws each (duplicates possible); (users, movies) as int32."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users), per_user).astype(np.int32)
+    movies = np.array([2 * rng.integers(0, n_movies // 2) + (u >= n_users // 2) for u in users],
+                      np.int32)
+    return users, movies
+
+
+def share_ranked_own_parity_first(loop, n_users: int, n_movies: int) -> float:
+    """The share of (user, unrated movie of the user's parity, movie of the other parity) that
+    the loop's model scores in that order: near 1 once it has learned :func:`planted_parity`."""
+    u = np.repeat(np.arange(n_users), n_movies // 2).astype(np.int32)
+    own = np.tile(np.arange(0, n_movies, 2), n_users) + (u >= n_users // 2)
+    other = np.tile(np.arange(0, n_movies, 2), n_users) + (u < n_users // 2)
+    s_own = loop.predict(tf.constant(u), tf.constant(own.astype(np.int32)))
+    s_other = loop.predict(tf.constant(u), tf.constant(other.astype(np.int32)))
+    return float(np.mean(s_own > s_other))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from support import reference
+from support.nets import planted_parity, share_ranked_own_parity_first
 from support.reference import bce_terms, bpr_terms, loss_terms
 
 from movierec.nets.keras_model import build_model
@@ -192,10 +193,7 @@ def test_rating_objective_terms_are_the_tutorials_squared_errors():
 def test_every_update_rule_learns_a_planted_ranking(objective, rule):
     # Users 0-19 rate only even movies, users 20-39 only odd ones: after training, every user
     # must score an unrated movie of their own parity above one of the other parity.
-    rng = np.random.default_rng(0)
-    users = np.repeat(np.arange(N_USERS), 6).astype(np.int32)
-    movies = np.array([2 * rng.integers(0, N_MOVIES // 2) + (u >= N_USERS // 2) for u in users],
-                      np.int32)
+    users, movies = planted_parity(N_USERS, N_MOVIES, 6)
     sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
     keras.utils.set_random_seed(2)
     spec = NetSpec("residual", N_USERS, N_MOVIES, 4, 8, objective=objective)
@@ -209,9 +207,4 @@ def test_every_update_rule_learns_a_planted_ranking(objective, rule):
         losses.append(loop.epoch(tf.constant(data.users), tf.constant(data.movies),
                                  tf.constant(data.targets), 8, tf.constant(data.negatives)))
     assert losses[-1] < 0.7 * losses[0], losses
-    u = np.repeat(np.arange(N_USERS), N_MOVIES // 2).astype(np.int32)
-    own = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u >= N_USERS // 2)
-    other = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u < N_USERS // 2)
-    s_own = loop.predict(tf.constant(u), tf.constant(own.astype(np.int32)))
-    s_other = loop.predict(tf.constant(u), tf.constant(other.astype(np.int32)))
-    assert np.mean(s_own > s_other) > 0.9
+    assert share_ranked_own_parity_first(loop, N_USERS, N_MOVIES) > 0.9

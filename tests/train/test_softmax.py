@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.nets import planted_parity, share_ranked_own_parity_first
 
 from movierec.core.config import TrainParams
 from movierec.core.errors import ParamsError
@@ -131,10 +132,7 @@ def test_softmax_step_matches_keras_model_tape_and_sgd(kind, updates, l2):
 
 def test_softmax_learns_a_planted_ranking_and_held_out_loss_falls():
     # Users 0-19 rate only even movies, users 20-39 only odd ones.
-    rng = np.random.default_rng(0)
-    users = np.repeat(np.arange(N_USERS), 6).astype(np.int32)
-    movies = np.array([2 * rng.integers(0, N_MOVIES // 2) + (x >= N_USERS // 2) for x in users],
-                      np.int32)
+    users, movies = planted_parity(N_USERS, N_MOVIES, 6)
     keep = np.unique(users * N_MOVIES + movies, return_index=True)[1]
     users, movies = users[keep], movies[keep]
     sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
@@ -151,12 +149,7 @@ def test_softmax_learns_a_planted_ranking_and_held_out_loss_falls():
         loop.epoch(tf.constant(data.users), tf.constant(data.movies),
                    tf.constant(data.targets), 8)
     assert loop.pooled_loss(tf.constant(users), tf.constant(movies), pools) < 0.8 * before
-    u = np.repeat(np.arange(N_USERS), N_MOVIES // 2).astype(np.int32)
-    own = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u >= N_USERS // 2)
-    other = np.tile(np.arange(0, N_MOVIES, 2), N_USERS) + (u < N_USERS // 2)
-    s_own = loop.predict(tf.constant(u), tf.constant(own.astype(np.int32)))
-    s_other = loop.predict(tf.constant(u), tf.constant(other.astype(np.int32)))
-    assert np.mean(s_own > s_other) > 0.9
+    assert share_ranked_own_parity_first(loop, N_USERS, N_MOVIES) > 0.9
 
 
 def test_softmax_needs_its_pools_and_no_dropout():
