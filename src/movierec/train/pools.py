@@ -38,7 +38,7 @@ class Pools:
 
     def __init__(self, rated: NegativeSampler, data_movies: np.ndarray, n_movies: int,
                  negatives: int, batch_size: int, seed: int):
-        self.n_movies, self.negatives, self.batch_size = n_movies, negatives, batch_size
+        self.negatives = negatives
         catalogue = rated.catalogue
         self.full = negatives >= len(catalogue)
         self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
