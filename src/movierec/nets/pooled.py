@@ -75,14 +75,20 @@ class PooledNet:
         ``log_q`` (P,): subtracted from every logit of that column; ``mask`` (B, P) bool: True
         where a pair is left out (never at the positive)."""
         dense = [tf.convert_to_tensor(v) for v in dense]  # each variable read once
+        terms, logits, a = self.softmax_terms(user_rows, pool_rows, dense, positives, log_q,
+                                              mask)
+        onehot = tf.one_hot(positives, tf.shape(logits)[1], dtype=logits.dtype)
+        g = (tf.nn.softmax(logits) - onehot) / scale  # d L / d s, (B, P); 0 where masked
+        return (terms, *self.backward(user_rows, pool_rows, dense, g, a))
+
+    def softmax_terms(self, user_rows, pool_rows, dense, positives, log_q=None, mask=None):
+        """(terms (B,), the corrected and masked logits (B, P), elu's output or None): the
+        sampled softmax's forward pass, arguments as :meth:`softmax_loss_and_grads`."""
         s, a = self.scores(user_rows, pool_rows, dense)
         logits = s if log_q is None else s - log_q[None, :]
         if mask is not None:
             logits = tf.where(mask, tf.constant(-1e30, logits.dtype), logits)
-        terms = tf.nn.sparse_softmax_cross_entropy_with_logits(positives, logits)
-        onehot = tf.one_hot(positives, tf.shape(logits)[1], dtype=logits.dtype)
-        g = (tf.nn.softmax(logits) - onehot) / scale  # d L / d s, (B, P); 0 where masked
-        return (terms, *self.backward(user_rows, pool_rows, dense, g, a))
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(positives, logits), logits, a
 
     def backward(self, user_rows, pool_rows, dense, g, a):
         """Row and dense gradients from ``g`` = dL/d scores (B, P) and elu's output ``a``."""

@@ -64,8 +64,9 @@ def epoch_data(objective: str, users: np.ndarray, movies: np.ndarray, targets: n
     movies = np.asarray(movies, np.int32)
     if objective in ("rating", "softmax"):
         order = rng.permutation(len(users))
-        kept = np.asarray(targets, np.float32)[order] if objective == "rating" else empty
-        return EpochData(users[order], movies[order], kept.astype(np.float32), empty)
+        kept = (np.asarray(targets, np.float32)[order] if objective == "rating"
+                else np.zeros(0, np.float32))
+        return EpochData(users[order], movies[order], kept, empty)
     if objective not in OBJECTIVES:
         raise ValueError(f"epoch_data: received objective={objective!r} (expected one of "
                          f"{', '.join(OBJECTIVES)})")

@@ -3,8 +3,8 @@ and the loss of held-out positives against pools drawn once (``movierec.train.po
 
 :class:`SoftmaxSteps` is a part of :class:`movierec.train.steps.TrainLoop`, kept in its own
 module: it reads the loop's tables, optimiser state, strategy and helpers (``_share``,
-``_table_columns``, ``_all_reduce``, ``_apply``) and adds no state of its own but a cache of
-compiled held-out losses.
+``_catch_up_rows``, ``_table_columns``, ``_all_reduce``, ``_apply``) and adds no state of its
+own but a cache of compiled held-out losses.
 """
 
 from __future__ import annotations
@@ -29,12 +29,7 @@ class SoftmaxSteps:
         distinct = [user_rows, pool]  # the pool is distinct already
         lo, hi = self._share(n)
         mine_users, mine_columns = batch_users[lo:hi], columns[lo:hi]
-        caught = [(None, None)] * 2
-        if self.lazy:
-            caught = [rule.catch_up_rows(table, slots[0], rows,
-                                         step - 1 - tf.gather(row_step, rows), powers)
-                      for table, slots, row_step, rows in
-                      zip(self.tables, self.table_slots, self.row_step, distinct, strict=True)]
+        caught = self._catch_up_rows(step, distinct, powers)
         joined = [tf.gather(self.tables[0], mine_users), tf.gather(self.tables[1], pool)]
         split_rows = self._table_columns(joined)
         feeds = self.split.feeds
@@ -87,7 +82,7 @@ class SoftmaxSteps:
                                                          strict=True) if f == 0]
         pool_part = [tf.gather(t, pool) for t, f in zip(split.tables, split.feeds,
                                                         strict=True) if f == 1]
-        s, _ = self.pooled.scores(user_part, pool_part, [v.read_value() for v in split.dense])
-        logits = s if log_q is None else s - log_q[None, :]
-        logits = tf.where(pools.mask(users, pool, columns), tf.constant(-1e30), logits)
-        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(columns, logits))
+        terms, _, _ = self.pooled.softmax_terms(
+            user_part, pool_part, [v.read_value() for v in split.dense], columns, log_q,
+            pools.mask(users, pool, columns))
+        return tf.reduce_sum(terms)

@@ -226,7 +226,7 @@ class TrainLoop(SoftmaxSteps):
         """One step on one replica; returns the global batch's summed loss terms."""
         if self.pools is not None:
             return self._softmax_step(users, movies, start, powers)
-        rule, net = self.rule, self.net
+        net = self.net
         bpr = self.objective == "bpr"
         step = self.step.assign_add(1)
         b = self.batch_size
@@ -249,12 +249,7 @@ class TrainLoop(SoftmaxSteps):
         if bpr:  # every user row is read twice, for the positive and the negative
             positions[0] = tf.concat([positions[0], positions[0]], 0)
             ids[0] = tf.concat([ids[0], ids[0]], 0)
-        caught = [(None, None)] * 2
-        if self.lazy:  # bring the batch's rows up to the end of the previous step
-            caught = [rule.catch_up_rows(table, slots[0], rows,
-                                         step - 1 - tf.gather(row_step, rows), powers)
-                      for table, slots, row_step, (rows, _) in
-                      zip(self.tables, self.table_slots, self.row_step, distinct, strict=True)]
+        caught = self._catch_up_rows(step, [rows for rows, _ in distinct], powers)
         # Each input's rows for this replica's examples.
         joined = [tf.gather(table, i) for table, i in zip(self.tables, ids, strict=True)]
         keep = None
@@ -272,6 +267,16 @@ class TrainLoop(SoftmaxSteps):
             grads = [g[:tf.size(d[0])] for g, d in zip(grads, distinct, strict=True)]
         self._apply(step, [d[0] for d in distinct], grads, dense_grads, caught)
         return total
+
+    def _catch_up_rows(self, step, rows: list[tf.Tensor], powers) -> list[tuple]:
+        """lazy: brings each input's distinct ``rows`` up to the end of the previous step and
+        returns (weights, momentum) of those rows per input; otherwise (None, None) each."""
+        if not self.lazy:
+            return [(None, None)] * len(self.tables)
+        return [self.rule.catch_up_rows(table, slots[0], r,
+                                        step - 1 - tf.gather(row_step, r), powers)
+                for table, slots, row_step, r in
+                zip(self.tables, self.table_slots, self.row_step, rows, strict=True)]
 
     def _table_columns(self, joined: list[tf.Tensor]) -> list[tf.Tensor]:
         """Each input's gathered rows split back into the Keras tables' columns (the order of
