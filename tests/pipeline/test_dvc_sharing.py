@@ -1,4 +1,5 @@
-"""Sharing the pipeline's artifacts through a DVC remote, and running experiments from DVC's queue.
+"""Sharing the pipeline's artifacts through a DVC remote, and running experiments from DVC's queue
+while `dvc exp show` follows their live metrics.
 
 Each test works in its own copy of the session's trained project (a temporary git repository on
 a tiny synthetic twin, after one `dvc repro`).
@@ -19,6 +20,14 @@ pytestmark = pytest.mark.e2e
 
 STAGES = ("download", "ingest", "preprocess", "train", "recommend", "evaluate")
 QUEUE_TIMEOUT_S = 480  # both queued experiments together, including the workers' start
+# The queued grid trains the session project's 20,000 ratings (16,000 to train on) at batch 16
+# and one SGD step per call into TensorFlow: an epoch is slow enough that `dvc exp show`, polled
+# between epochs, sees several of them go by. Speed knobs only (steps_per_execution), and a
+# batch small enough to be slow yet stable at the default learning rate (batch 8 diverges).
+EPOCHS = 4
+SLOW = ("train.batch_size=16", "train.steps_per_execution=1")
+LIVE = "dvclive/metrics.json"
+POLL_S = 3.0
 
 
 def md5(path: Path) -> str:
@@ -72,8 +81,36 @@ def _queue_status(repo: Path) -> dict[str, str]:
     return {row.split()[1]: row.split()[-1] for row in table}
 
 
+def _exp_show(repo: Path) -> list[dict] | None:
+    """`dvc exp show --json`, or None when a call fails (reported, not fatal, mid-run)."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
+                          env=env_for(repo), capture_output=True, text=True, timeout=60,
+                          check=False)
+    if done.returncode != 0:
+        print(f"dvc exp show failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        return None
+    return json.loads(done.stdout)
+
+
+def _live_step(shown: list[dict], name: str) -> tuple[str | None, int | None]:
+    """(executor state, DVCLive step) of experiment ``name`` in `dvc exp show --json`'s output.
+    State: running, success, failed or queued (None: not listed). No step while
+    dvclive/metrics.json is missing (DVC removes a stage's outputs before running it; the first
+    epoch writes it) or caught mid-rewrite (DVCLive rewrites it in place, so a read can find it
+    empty): exp show then gives the file an error instead of data."""
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            if exp.get("name") != name:
+                continue
+            state = (exp.get("executor") or {}).get("state")
+            rev = exp["revs"][0]
+            live = ((rev.get("data") or {}).get("metrics") or {}).get(LIVE) or {}
+            return state, (live.get("data") or {}).get("step")
+    return None, None
+
+
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="finds the workers through /proc")
-def test_queued_grid_runs_in_workers_and_shows_both_experiments(queue_repo):
+def test_queued_grid_runs_in_workers_and_exp_show_follows_them(queue_repo):
     repo = queue_repo
     # The queue's workers are `dvc exp queue-worker` processes that `dvc queue start` spawns
     # (as `dvc`, looked up on PATH) with its own environment; each experiment then runs its
@@ -83,7 +120,8 @@ def test_queued_grid_runs_in_workers_and_shows_both_experiments(queue_repo):
     # from PYTHONPATH, this checkout's src/, not the temporary copy's, which is exactly what
     # `make install` (pip install -e .) gives a user; both are identical here because nothing
     # changes after queueing.
-    queued = dvc(repo, "exp", "run", "--queue", "-S", "train.latent_dim=4,8")
+    queued = dvc(repo, "exp", "run", "--queue", "-S", "train.latent_dim=4,8",
+                 "-S", f"train.epochs={EPOCHS}", *(arg for key in SLOW for arg in ("-S", key)))
     names = re.findall(r"Queued experiment '([^']+)' for future execution", queued)
     assert len(names) == 2, queued
     assert _queue_status(repo) == dict.fromkeys(names, "Queued")
@@ -99,22 +137,39 @@ def test_queued_grid_runs_in_workers_and_shows_both_experiments(queue_repo):
                        check=True)
     assert "Started '2' new experiments task queue workers" in log.read_text()
     assert time.monotonic() - start < 30
-    while (status := _queue_status(repo)) and time.monotonic() - start < QUEUE_TIMEOUT_S:
-        if all(s in ("Success", "Failed") for s in status.values()):
-            break
-        time.sleep(5)
+    # `dvc exp show` polled while the workers train: each experiment's DVCLive step as it goes.
+    seen: dict[str, list[tuple[float, str | None, int | None]]] = {n: [] for n in names}
+    while time.monotonic() - start < QUEUE_TIMEOUT_S:
+        shown = _exp_show(repo)
+        if shown is not None:
+            for name in names:
+                seen[name].append((round(time.monotonic() - start, 1), *_live_step(shown, name)))
+            if all(seen[n][-1][1] in ("success", "failed") for n in names):
+                break
+        time.sleep(POLL_S)
     elapsed = time.monotonic() - start
+    status = _queue_status(repo)
     logs = {name: dvc(repo, "queue", "logs", name) for name in names}
+    timeline = "\n".join(f"{name} {t:6.1f} s  {state}  step {step}"
+                         for name in names for t, state, step in seen[name])
+    print(f"two queued experiments with -j 2: {elapsed:.0f} s\n{timeline}")  # pytest -s
     assert status == dict.fromkeys(names, "Success"), (
-        f"after {elapsed:.0f} s: {status}\n" + "\n".join(f"--- {n}\n{log}"
-                                                         for n, log in logs.items()))
-    print(f"two queued experiments with -j 2: {elapsed:.0f} s")  # shown with pytest -s
+        f"after {elapsed:.0f} s: {status}\n{timeline}\n" +
+        "\n".join(f"--- {n}\n{log}" for n, log in logs.items()))
     for log in logs.values():
         # Both start from the committed run: what does not depend on latent_dim is restored.
         for stage in ("train", "recommend", "evaluate"):
             assert f"Running stage '{stage}'" in log, log
         for stage in ("download", "ingest", "preprocess"):
             assert f"Stage '{stage}' didn't change, skipping" in log, log
+        for epoch in range(1, EPOCHS + 1):
+            assert f"epoch {epoch}/{EPOCHS}: " in log
+    # Live metrics: an experiment seen while it trains, at an epoch before the last
+    # (dvclive/metrics.json is rewritten after every epoch), and no step ever going backwards.
+    running = {n: [step for _, state, step in seen[n] if state == "running" and step is not None]
+               for n in names}
+    assert any(1 <= step < EPOCHS for steps in running.values() for step in steps), timeline
+    assert all(steps == sorted(steps) for steps in running.values()), timeline
     # The runs happened in temporary copies: the workspace keeps the committed run.
     assert run(repo, "git", "status", "--porcelain") == ""
     assert "up to date" in dvc(repo, "status")
@@ -133,6 +188,7 @@ def test_queued_grid_runs_in_workers_and_shows_both_experiments(queue_repo):
     for _, rmse, ndcg in found.values():
         assert 0 < rmse < 5 and 0 <= ndcg <= 1
     assert len({rmse for _, rmse, _ in found.values()}) == 2  # two different models
+    assert all(_live_step(shown, name) == ("success", EPOCHS) for name in names)
 
     # The workers leave once the queue is empty; `dvc queue stop` makes sure of it.
     dvc(repo, "queue", "stop")
