@@ -6,29 +6,17 @@ outside the repository then fetches the versions by name, as a user of the model
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from support.pipeline import ROOT, dvc, env_for, make_project, run
+from support.pipeline import ROOT, artifacts_get, dvc, make_project, run
 
 pytestmark = pytest.mark.e2e
 
 NAME = "residual-recommender"
 MODEL = "models/model.keras"
 N_RATINGS = 5_000  # the lightweight-tag test never runs a stage: any size does
-
-
-def artifacts_get(cwd: Path, repo: Path, *args: str) -> subprocess.CompletedProcess:
-    """``dvc artifacts get <repo> ...`` run in ``cwd``; the caller checks the outcome."""
-    # DVC asks Studio's model registry first whenever a Studio token is configured (environment
-    # or global config); offline mode keeps the test on the local repository and off the network.
-    env = {**env_for(cwd), "DVC_STUDIO_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "dvc", "artifacts", "get", str(repo), *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 def tag(repo: Path, version: str) -> bytes:

@@ -102,3 +102,13 @@ def kill_leftovers(repo: Path) -> None:
                 os.kill(pid, sig)
         if not (leftovers := wait_until_gone(repo, 10)):
             break
+
+
+def artifacts_get(cwd: Path, repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """``dvc artifacts get <repo> ...`` run in ``cwd``; the caller checks the outcome."""
+    # DVC asks Studio's model registry first whenever a Studio token is configured (environment
+    # or global config); offline mode keeps the test on the local repository and off the network.
+    env = {**env_for(cwd), "DVC_STUDIO_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "dvc", "artifacts", "get", str(repo), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
