@@ -2,6 +2,7 @@
 
     python -m movierec recommend --user 42 -n 10 [--json] [--fallback popular]
     python -m movierec similar --movie 1 -n 10 [--json]
+    python -m movierec serve [--host 127.0.0.1] [--port 8000]   (HTTP, JSON and a page)
     python -m movierec worker [--params params.yaml]   (a multi_worker training task)
     python -m movierec plots-template [--root .] [--out PATH]   (the offline page for
         `dvc plots show`; `dvc repro` writes it too, in its plots_page stage)
@@ -45,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for an unknown user, the most popular movies instead of an error")
     sim = sub.add_parser("similar", help="the movies nearest to a movie (cosine, embeddings)")
     sim.add_argument("--movie", type=_id, required=True, help="MovieLens movieId")
+    serve = sub.add_parser("serve", help="answer over HTTP (JSON, and a page at /) from the "
+                           "pipeline's outputs, swapping in new ones after `dvc repro`")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--root", default=".", help="the project folder (default: .)")
+    serve.add_argument("--poll", type=float, default=2.0, help="seconds between looks at "
+                       "dvc.lock for new outputs (0: never reload; default 2)")
     work = sub.add_parser("worker", help="join a multi_worker training run as a non-chief "
                           "task (TF_CONFIG); writes nothing")
     work.add_argument("--params", help="the params file (default: ROOT/params.yaml)")
@@ -126,6 +135,11 @@ def run(argv: list[str] | None = None) -> int:
 
         path = write_template(args.root, args.out)
         print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return 0
+    if args.command == "serve":  # numpy and numba only: no TensorFlow to start
+        from movierec.serve.run import serve
+
+        serve(args.root, args.host, args.port, args.poll)
         return 0
     # Every other command loads TensorFlow: its start-up chatter is filtered out of stderr
     # (real errors still show), so the answer or a one-line error is all the user sees.

@@ -61,9 +61,11 @@ class Recommender:
     """The trained model and the data it was trained on, ready to answer queries."""
 
     def __init__(self, weights: scoring.ScoringWeights, user_ids: np.ndarray,
-                 movies: pd.DataFrame, seen: Seen, objective: str = "rating"):
+                 movies: pd.DataFrame, seen: Seen, objective: str = "rating",
+                 variant: str = "residual"):
         self.weights = weights
         self.objective = objective  # rating: predicts stars; bce, bpr: a ranking score
+        self.variant = variant  # residual, mf or deep
         self.user_ids = user_ids  # by user index, ascending
         self.movie_ids = movies[MOVIE_COL].to_numpy()  # by movie index, ascending
         self.titles = movies[TITLE_COL].fillna("").astype(str).to_numpy()
@@ -84,7 +86,7 @@ class Recommender:
         users = read_parquet(paths["user_index"], columns=[USER_COL])[USER_COL].to_numpy()
         movies = read_parquet(paths["movie_index"])
         seen = Seen.read(paths["train"], weights.n_users, weights.n_movies)
-        return cls(weights, users, movies, seen, spec.objective)
+        return cls(weights, users, movies, seen, spec.objective, spec.variant)
 
     def user_index(self, user_id: int) -> int:
         i = int(np.searchsorted(self.user_ids, user_id))
