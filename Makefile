@@ -1,12 +1,14 @@
 # On a fresh machine, two commands (see README.md):
 #   make pipeline   installs everything into .venv and runs the pipeline (offline default)
-#   make test       installs everything into .venv and runs the linters and every test
+#   make test       installs everything into .venv (and Chromium for the page's browser test)
+#                   and runs the linters and every test
 # and, for the edit-test loop and for measuring (docs/development.md, docs/benchmarks.md):
 #   make test-fast  the unit tier: every test not marked slow
 #   make bench      the training speed benchmark at MovieLens-20M scale (not a test)
 #   make bench-recommend  the recommend stage at MovieLens-20M scale
 #   make bench-ranking    an epoch with negatives per objective at MovieLens-20M scale
 #   make bench-ease       the evaluate stage's EASE baseline at MovieLens-20M scale
+#   make bench-serve      the recommendation service under load at MovieLens-20M scale
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,7 +19,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # DVC's usage analytics would send traffic out; this project sends none.
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install pipeline test test-fast bench bench-recommend bench-ranking bench-ease
+.PHONY: install browser pipeline test test-fast bench bench-recommend bench-ranking bench-ease bench-serve
 
 # uv installs the project and its pinned dependencies: the same packages as pip, resolved and
 # installed in seconds where pip takes about a minute (docs/development.md). It compiles the
@@ -33,6 +35,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The service page's browser test drives Debian's Chromium through its chromedriver; installed
+# once, as root or through sudo, when either is missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
 pipeline: install
 	dvc repro
 
@@ -45,7 +55,7 @@ PYTEST := python -m pytest --dist loadscope --no-loadscope-reorder
 WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
 
 # The whole suite ends with its 20 slowest tests, the place to look when it grows.
-test: install
+test: install browser
 	ruff check .
 	$(PYTEST) -n $(WORKERS) --durations=20
 
@@ -63,3 +73,6 @@ bench-ranking: install
 
 bench-ease: install
 	python -m benchmarks ease
+
+bench-serve: install
+	python -m benchmarks serve

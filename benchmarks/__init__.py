@@ -8,6 +8,7 @@ Run from the checkout, in the project's virtualenv::
     python -m benchmarks recommend  # or: make bench-recommend
     python -m benchmarks ranking    # or: make bench-ranking
     python -m benchmarks ease       # or: make bench-ease
+    python -m benchmarks serve      # or: make bench-serve
     python -m benchmarks <name> --help   # sizes, steps, seeds, a folder to keep the data in
 
 What each measures, on the full-size synthetic twin of MovieLens-20M by default:
@@ -25,6 +26,8 @@ What each measures, on the full-size synthetic twin of MovieLens-20M by default:
   (rating, bce, bpr): building its examples, the time per step, and the ranking probe.
 - ``ease`` (:mod:`benchmarks.ease`): the evaluate stage's EASE baseline (lambda grid, fit, top-k
   lists), its time and peak memory, and what restricting it to the most-rated movies costs.
+- ``serve`` (:mod:`benchmarks.serve`): the recommendation service under a bounded load on
+  127.0.0.1: start-up, requests per second, latency percentiles, memory, and the breakdown.
 
 Each benchmark module has ``add_arguments(parser)`` and ``run(args)``, wired by
 :mod:`benchmarks.__main__`; what they share (running stages and fresh child processes, the

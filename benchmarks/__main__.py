@@ -1,4 +1,4 @@
-"""``python -m benchmarks speed|ingest|recommend|ranking|ease [options]``: see the package's
+"""``python -m benchmarks speed|ingest|recommend|ranking|ease|serve [options]``: see the package's
 docstring for what each measures."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 
 import benchmarks
-from benchmarks import common, ease, ingest, ranking, recommend, speed
+from benchmarks import common, ease, ingest, ranking, recommend, serve, speed
 
 COMMANDS = {"ingest": ingest, "speed": speed, "recommend": recommend, "ranking": ranking,
-            "ease": ease}
+            "ease": ease, "serve": serve}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -88,3 +88,18 @@ def test_bench_ease_runs_every_part(tmp_path):
     assert re.search(r"^ease_max_items all \([\d,]+ movies\): NDCG@10 [\d.]+ \([+-][\d.]+ against "
                      r"300\)",
                      out, re.M), out
+
+
+def test_bench_serve_loads_the_service_and_reports_latency(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--in-process", "serve", "--n-ratings", "20000",
+         "--seconds", "2", "--live-seconds", "1", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert re.search(r"^ready: answered [\d.]+ s after start; resident memory [\d,]+ MiB", out,
+                     re.M), out
+    for label in ("top 10 \\(the recommend stage's lists\\)", "top 50 \\(scored on request\\)"):
+        assert re.search(rf"^{label}: [\d,]+ requests, \d+ requests/s, latency p50 [\d.]+ ms, "
+                         r"p90 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms; 0 errors$", out, re.M), out
+    assert re.search(r"^in this process, no HTTP, n=50 \(scored on request\): median", out, re.M)

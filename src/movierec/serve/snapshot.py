@@ -73,7 +73,7 @@ class Lists:
 
 @dataclass(frozen=True)
 class Ratings:
-    """Every train rating with its time, by user, newest first (ties by movie id)."""
+    """Every train rating with its time, grouped by user (each request sorts its user's few)."""
 
     by_user: ByUser
     movies: np.ndarray  # movie index
@@ -85,21 +85,36 @@ class Ratings:
         """The raw ratings that are in the train split (its pairs), with their timestamps."""
         raw = read_parquet(ratings_path, columns=[USER_COL, MOVIE_COL, RATING_COL,
                                                   TIMESTAMP_COL])
-        users = np.searchsorted(rec.user_ids, raw[USER_COL].to_numpy())
-        movies = np.searchsorted(rec.movie_ids, raw[MOVIE_COL].to_numpy())
-        users = np.minimum(users, len(rec.user_ids) - 1)
-        movies = np.minimum(movies, len(rec.movie_ids) - 1)
+        raw_users = raw[USER_COL].to_numpy()
+        users = np.minimum(np.searchsorted(rec.user_ids, raw_users), len(rec.user_ids) - 1)
+        movies = np.minimum(np.searchsorted(rec.movie_ids, raw[MOVIE_COL].to_numpy()),
+                            len(rec.movie_ids) - 1)
+        # The train pairs as sorted keys (the CSR is by user, movies sorted within): a binary
+        # search per raw rating says whether it is one of them.
         n_movies = np.int64(len(rec.movie_ids))
-        key = users.astype(np.int64) * n_movies + movies
         seen = rec.seen
         train_key = np.repeat(np.arange(len(seen.indptr) - 1, dtype=np.int64),
                               np.diff(seen.indptr)) * n_movies + seen.movies
-        keep = np.isin(key, train_key)
-        times = raw[TIMESTAMP_COL].to_numpy(np.int64)[keep]
-        movies, user_idx = movies[keep], users[keep]
-        order = np.lexsort((rec.movie_ids[movies], -times, rec.user_ids[user_idx]))
-        return cls(ByUser.of(rec.user_ids[user_idx][order]), movies[order],
-                   raw[RATING_COL].to_numpy(np.float64)[keep][order], times[order])
+        key = users.astype(np.int64) * n_movies + movies
+        at = np.minimum(np.searchsorted(train_key, key), max(len(train_key) - 1, 0))
+        keep = (train_key[at] == key) if len(train_key) else np.zeros(len(key), bool)
+        keep &= rec.user_ids[users] == raw_users
+        order = np.flatnonzero(keep)
+        if np.any(np.diff(raw_users[order]) < 0):  # MovieLens files come sorted by user
+            order = order[np.argsort(raw_users[order], kind="stable")]
+        return cls(ByUser.of(raw_users[order]), movies[order],
+                   raw[RATING_COL].to_numpy(np.float64)[order],
+                   raw[TIMESTAMP_COL].to_numpy(np.int64)[order])
+
+    def of(self, user_id: int, movie_ids: np.ndarray, sort: str
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(movie indices, stars, times) of the user's ratings: newest first (``recent``) or
+        highest first, then newest (``rating``); ties by movie id."""
+        rows = self.by_user.rows(user_id)
+        movies, stars, times = self.movies[rows], self.stars[rows], self.times[rows]
+        keys = (movie_ids[movies], -times) + ((-stars,) if sort == "rating" else ())
+        order = np.lexsort(keys)
+        return movies[order], stars[order], times[order]
 
 
 @dataclass(frozen=True)
@@ -180,12 +195,7 @@ class Snapshot:
     def history(self, user_id: int, n: int, sort: str) -> dict:
         """The user's train ratings: newest first, or highest first (then newest)."""
         self.rec.user_index(user_id)
-        rows = self.ratings.by_user.rows(user_id)
-        movies, stars = self.ratings.movies[rows], self.ratings.stars[rows]
-        times = self.ratings.times[rows]
-        if sort == "rating":
-            order = np.argsort(-stars, kind="stable")  # within a star value: newest first
-            movies, stars, times = movies[order], stars[order], times[order]
+        movies, stars, times = self.ratings.of(user_id, self.rec.movie_ids, sort)
         out = [{**self.movie(int(m)), "rating": float(r),
                 "rated_at": dt.datetime.fromtimestamp(int(t), dt.UTC).isoformat()}
                for m, r, t in zip(movies[:n], stars[:n], times[:n], strict=True)]
