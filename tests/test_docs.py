@@ -286,7 +286,7 @@ def test_named_runs_are_read_with_yaml_values():
 
 PAGES = doc_files()
 DOCS = ["architecture", "benchmarks", "data", "development", "distributed", "dvc", "evaluation",
-        "ranking", "recommendations", "reliability", "speed", "tuning"]
+        "ranking", "recommendations", "reliability", "serving", "speed", "tuning"]
 
 
 def test_the_readme_is_short_and_docs_has_one_page_per_topic():
