@@ -196,6 +196,7 @@ class Workspace:
                          "--test", str(self.split("test")),
                          "--user-index", str(self.split("users")),
                          "--movie-index", str(self.split("movies")), "--model", str(self.model),
+                         "--portable", str(self.models / "portable"),
                          "--live", str(self.out / "live"),
                          "--metrics", str(self.out / "train.json"))
 

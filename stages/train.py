@@ -1,13 +1,16 @@
 """DVC stage `train`: fits the tutorial's residual network (for ratings, or for ranking) and saves
-it as .keras."""
+it as .keras, and as the portable folder that answers for MovieLens ids with Keras alone."""
 
 import shutil
 
 import movierec.core.quiet_start  # noqa: F401  (first: keeps TensorFlow's start-up chatter out of the log)
+from movierec.core.columns import MOVIE_COL, MOVIE_IDX_COL, USER_COL, USER_IDX_COL
 from movierec.core.config import TrainParams, load_params
 from movierec.core.files import read_parquet, write_json
 from movierec.core.stage import raise_if_stopped, run_stage, stage_parser
-from movierec.nets.keras_model import save_model
+from movierec.data.sparse import Seen
+from movierec.nets.keras_model import save_model, weights_of
+from movierec.nets.portable import export
 from movierec.train import distribute, progress
 from movierec.train.live import EpochLog
 from movierec.train.progress import Watch
@@ -21,6 +24,8 @@ def main() -> None:
     parser.add_argument("--user-index", required=True, help="input: user mapping (gives N)")
     parser.add_argument("--movie-index", required=True, help="input: movie mapping (gives M)")
     parser.add_argument("--model", required=True, help="output: .keras model")
+    parser.add_argument("--portable", required=True, help="output: the portable model's folder "
+                        "(MovieLens ids in, with Keras alone)")
     parser.add_argument("--live", required=True, help="output: per-epoch metrics and curves, "
                         "written by DVCLive after every epoch")
     parser.add_argument("--metrics", required=True, help="output: training summary (json)")
@@ -34,8 +39,9 @@ def main() -> None:
     elif line := distribute.device_line("train", "training"):
         print(line, flush=True)
 
-    n_users = len(read_parquet(args.user_index, columns=["user_idx"]))
-    n_movies = len(read_parquet(args.movie_index, columns=["movie_idx"]))
+    user_ids = read_parquet(args.user_index, columns=[USER_COL])[USER_COL].to_numpy()
+    movie_ids = read_parquet(args.movie_index, columns=[MOVIE_COL])[MOVIE_COL].to_numpy()
+    n_users, n_movies = len(user_ids), len(movie_ids)
     train_df, test_df = read_parquet(args.train), read_parquet(args.test)
     log = EpochLog(args.live)
     watch = Watch(on_epoch=log.update, progress_factory=progress.for_epochs(),
@@ -49,6 +55,10 @@ def main() -> None:
         raise
 
     save_model(result.model, result.spec, args.model)
+    seen = Seen.from_pairs(train_df[USER_IDX_COL].to_numpy(), train_df[MOVIE_IDX_COL].to_numpy(),
+                           n_users, n_movies)
+    export(args.portable, result.spec, weights_of(result.model, result.spec), user_ids,
+           movie_ids, seen)
     log.close()
     write_json(summary(result, params, len(train_df)), args.metrics)
     if args.checkpoint_dir:  # every output is in place: there is no run left to resume

@@ -90,8 +90,8 @@ def test_train_stage_with_refit_records_the_selection_run(tmp_path):
                                        "--user-index", "u.parquet", "--movie-index", "v.parquet"]),
                        ("train", ["--train", "train.parquet", "--test", "test.parquet",
                                   "--user-index", "u.parquet", "--movie-index", "v.parquet",
-                                  "--model", "model.keras", "--live", "live",
-                                  "--metrics", "train.json"])):
+                                  "--model", "model.keras", "--portable", "portable",
+                                  "--live", "live", "--metrics", "train.json"])):
         done = run_stage(name, "--params", str(params), *args, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         # A clean log: no TensorFlow start-up chatter, nothing at all on stderr.
@@ -131,7 +131,7 @@ def _train_args(split: Path) -> list[str]:
     """The train stage's arguments: the prepared split's inputs, the pipeline's outputs."""
     return ["--train", str(split / "train.parquet"), "--test", str(split / "test.parquet"),
             "--user-index", str(split / "u.parquet"), "--movie-index", str(split / "v.parquet"),
-            "--model", "models/model.keras", "--live", "dvclive",
+            "--model", "models/model.keras", "--portable", "models/portable", "--live", "dvclive",
             "--metrics", "metrics/train.json", "--checkpoint-dir", "checkpoints"]
 
 

@@ -73,3 +73,24 @@ def test_it_saves_and_loads_in_safe_mode_with_the_same_outputs(tmp_path):
     ids = _ids(USER_IDS[users], MOVIE_IDS[movies])
     np.testing.assert_array_equal(loaded.predict(ids, verbose=0),
                                   portable.predict(ids, verbose=0))
+
+
+def test_the_folder_is_byte_reproducible_and_holds_the_train_pairs(tmp_path):
+    from movierec.data.sparse import Seen
+    from movierec.nets.portable import export
+
+    spec = spec_of("residual", N_USERS, N_MOVIES, train_mean=3.6)
+    weights = weights_of(random_model(spec, seed=4), spec)
+    users = np.array([0, 0, 2, 3, 5, 8, 8, 8])
+    movies = np.array([4, 1, 2, 12, 6, 9, 7, 1])
+    seen = Seen.from_pairs(users, movies, N_USERS, N_MOVIES)
+    for name in ("a", "b"):  # DVC's hash of the folder must not change from run to run
+        export(tmp_path / name, spec, weights, USER_IDS, MOVIE_IDS, seen)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["model.keras", "seen.npz", "topn.py"]
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    with np.load(tmp_path / "a" / "seen.npz") as got:
+        np.testing.assert_array_equal(got["user_ids"], USER_IDS[[0, 2, 3, 5, 8]])
+        np.testing.assert_array_equal(got["indptr"], [0, 2, 3, 4, 5, 8])
+        np.testing.assert_array_equal(got["movie_ids"], MOVIE_IDS[[1, 4, 2, 12, 6, 1, 7, 9]])

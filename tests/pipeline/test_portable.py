@@ -1,4 +1,4 @@
-"""The export stage's folder answers for MovieLens ids with Keras and NumPy alone, as the
+"""The train stage's portable folder answers for MovieLens ids with Keras and NumPy alone, as the
 pipeline's own model and recommend stage do."""
 
 import json

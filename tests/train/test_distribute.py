@@ -155,7 +155,7 @@ def test_a_stalled_worker_fails_the_chief_within_the_timeout(tmp_path):
 
 # The model and metrics appear only when the stage succeeds; the DVCLive folder grows an
 # epoch at a time (a log of the completed epochs, like the checkpoint).
-OUTPUTS = ("models/model.keras", "metrics/train.json")
+OUTPUTS = ("models/model.keras", "metrics/train.json", "models/portable")
 LIVE = "dvclive"
 
 
@@ -164,6 +164,7 @@ def _train_args() -> list[str]:
             "--test", "data/prepared/test.parquet",
             "--user-index", "data/prepared/users.parquet",
             "--movie-index", "data/prepared/movies.parquet", "--model", OUTPUTS[0],
+            "--portable", OUTPUTS[2],
             "--live", LIVE, "--metrics", OUTPUTS[1],
             "--checkpoint-dir", "models/checkpoints"]
 

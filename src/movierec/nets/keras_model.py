@@ -98,9 +98,9 @@ def for_saving(centred: keras.Model, spec: NetSpec) -> keras.Model:
     return keras.Model(inputs=centred.inputs, outputs=score, name=f"{spec.objective}_scorer")
 
 
-def save_model(model: keras.Model, spec: NetSpec, path: str | Path) -> None:
-    """Saves the model and its spec atomically and byte-reproducibly: the same weights give
-    the same file.
+def save_model(model: keras.Model, spec: NetSpec | None, path: str | Path) -> None:
+    """Saves the model and its spec (unless None) atomically and byte-reproducibly: the same
+    weights give the same file.
 
     Keras stamps the save time into ``metadata.json`` and one zip entry, and writes Python
     object addresses as ``shared_object_id`` in ``config.json``; all three vary from run to run
@@ -123,7 +123,7 @@ def _renumber_shared_ids(node: object, ids: dict[int, int]) -> object:
     return node
 
 
-def _reproducible_archive(archive: bytes, spec: NetSpec) -> bytes:
+def _reproducible_archive(archive: bytes, spec: NetSpec | None) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(archive)) as zin, zipfile.ZipFile(out, "w") as zout:
         for info in zin.infolist():
@@ -138,9 +138,10 @@ def _reproducible_archive(archive: bytes, spec: NetSpec) -> bytes:
             fixed.compress_type = info.compress_type
             fixed.external_attr = info.external_attr
             zout.writestr(fixed, data)
-        entry = zipfile.ZipInfo(SPEC_ENTRY, date_time=(1980, 1, 1, 0, 0, 0))
-        entry.compress_type = zipfile.ZIP_DEFLATED
-        zout.writestr(entry, spec.to_json())
+        if spec is not None:
+            entry = zipfile.ZipInfo(SPEC_ENTRY, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(entry, spec.to_json())
     return out.getvalue()
 
 

@@ -15,14 +15,24 @@ vector), the same for every such user; an unknown movie likewise gets the user's
 from __future__ import annotations
 
 import dataclasses
+import io
 import shutil
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
-from movierec.nets.keras_model import TRAIN_MEAN_LAYER, build_model, dense_of, tables_of
+from movierec.core.files import atomic_dir
+from movierec.data.sparse import Seen, csr_take
+from movierec.nets.keras_model import (
+    TRAIN_MEAN_LAYER,
+    build_model,
+    dense_of,
+    save_model,
+    tables_of,
+)
 from movierec.nets.spec import USER, NetSpec
 
 USER_ID_INPUT = "userId"
@@ -82,11 +92,30 @@ COMPANION_FILE = "topn.py"
 COMPANION_SOURCE = Path(__file__).with_name("portable_topn.py")
 
 
-def write_portable(folder: Path, model: keras.Model, seen_user_ids: np.ndarray,
-                   indptr: np.ndarray, seen_movie_ids: np.ndarray) -> None:
-    """Writes the portable model, ``seen.npz`` (ascending user ids, CSR offsets, movie ids)
-    and the companion into ``folder`` (an empty folder, e.g. ``files.atomic_dir``'s)."""
-    model.save(folder / MODEL_FILE)
-    np.savez(folder / SEEN_FILE, user_ids=np.asarray(seen_user_ids, np.int64),
-             indptr=np.asarray(indptr, np.int64), movie_ids=np.asarray(seen_movie_ids, np.int64))
-    shutil.copyfile(COMPANION_SOURCE, folder / COMPANION_FILE)
+def export(path: str | Path, spec: NetSpec, weights: dict[str, np.ndarray],
+           user_ids: np.ndarray, movie_ids: np.ndarray, seen: Seen) -> None:
+    """Writes the portable folder at ``path`` (atomically, byte-reproducibly): the model over
+    the users and movies with train ratings, their train pairs, and the companion.
+
+    The id tables are in ascending id order and each user's train movies in index order, so the
+    pairs come out sorted by user id, then movie id, as the companion's lookups expect.
+    """
+    users, movies = seen.users_in_train(), np.flatnonzero(seen.in_train)
+    model = portable_model(spec, weights, user_ids, movie_ids, users, movies)
+    indptr, movie_rows = csr_take(seen.indptr, seen.movies, users)
+    arrays = {"user_ids": np.asarray(user_ids, np.int64)[users], "indptr": indptr,
+              "movie_ids": np.asarray(movie_ids, np.int64)[movie_rows]}
+    with atomic_dir(path) as folder:
+        save_model(model, None, folder / MODEL_FILE)
+        _save_npz(folder / SEEN_FILE, arrays)
+        shutil.copyfile(COMPANION_SOURCE, folder / COMPANION_FILE)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` without its time stamps: the same arrays give the same bytes."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, array in arrays.items():
+            data = io.BytesIO()
+            np.lib.format.write_array(data, np.ascontiguousarray(array))
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                        data.getvalue())
