@@ -229,6 +229,18 @@ def ingest_and_preprocess(space: Workspace, ingest_label: str = "ingest",
     return preprocess
 
 
+def trained_model(space: Workspace, n_ratings: int, epochs: int) -> None:
+    """The split and the model by the real stages, unless the folder holds them (the recommend
+    and serve benchmarks' first part)."""
+    print(f"== synthetic twin of ML-20M, {n_ratings:,} ratings; the model of {epochs} epoch(s) "
+          "of the tutorial's defaults", flush=True)
+    if space.model.is_file():
+        print(f"(reusing the model and split in {space.root})")
+        return
+    ingest_and_preprocess(space)
+    report("train", space.train())
+
+
 # --- the library's network, loop and scorer builders (the benchmarks' only call sites) --------
 
 def tutorial_spec(n_users: int, n_movies: int, train_mean: float = 0.0):

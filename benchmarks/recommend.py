@@ -26,9 +26,9 @@ import numpy as np
 from benchmarks.common import (
     ML20M_RATINGS,
     Workspace,
-    ingest_and_preprocess,
     report,
     saved_scoring_weights,
+    trained_model,
     work_folder,
 )
 
@@ -159,17 +159,6 @@ def bench_recommend(work: Path, n_ratings: int, epochs: int, candidates: list[in
     side_branch(space, exact, xla_blocks)
     with_candidates(space, exact, candidates)
     command_latency(space, queries)
-
-
-def trained_model(space: Workspace, n_ratings: int, epochs: int) -> None:
-    """Part 1: the split and the model by the real stages, unless the folder holds them."""
-    print(f"== synthetic twin of ML-20M, {n_ratings:,} ratings; the model of {epochs} epoch(s) "
-          "of the tutorial's defaults", flush=True)
-    if space.model.is_file():
-        print(f"(reusing the model and split in {space.root})")
-        return
-    ingest_and_preprocess(space)
-    report("train", space.train())
 
 
 def recommend_stage(space: Workspace, candidates: int, name: str) -> dict:

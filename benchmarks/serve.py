@@ -32,8 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import ML20M_RATINGS, Workspace, report, work_folder
-from benchmarks.recommend import trained_model
+from benchmarks.common import ML20M_RATINGS, Workspace, report, trained_model, work_folder
 
 HELP = "the recommendation service under load at ML-20M scale"
 READY_TIMEOUT_S = 300
