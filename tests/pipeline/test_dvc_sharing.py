@@ -139,8 +139,11 @@ def test_queued_grid_runs_in_workers_and_exp_show_follows_them(queue_repo):
     # from PYTHONPATH, this checkout's src/, not the temporary copy's, which is exactly what
     # `make install` (pip install -e .) gives a user; both are identical here because nothing
     # changes after queueing.
+    # Up to the train stage: what the queue adds (workers, temporary copies, live metrics) is
+    # all there; the whole chain through an experiment is test_pipeline_e2e's.
     queued = dvc(repo, "exp", "run", "--queue", "-S", "train.latent_dim=4,8",
-                 "-S", f"train.epochs={EPOCHS}", *(arg for key in SLOW for arg in ("-S", key)))
+                 "-S", f"train.epochs={EPOCHS}", *(arg for key in SLOW for arg in ("-S", key)),
+                 "train")
     names = re.findall(r"Queued experiment '([^']+)' for future execution", queued)
     assert len(names) == 2, queued
     assert _queue_status(repo) == dict.fromkeys(names, "Queued")
@@ -180,8 +183,8 @@ def test_queued_grid_runs_in_workers_and_exp_show_follows_them(queue_repo):
         "\n".join(f"--- {n}\n{log}" for n, log in logs.items()))
     for log in logs.values():
         # Both start from the committed run: what does not depend on latent_dim is restored.
-        for stage in ("train", "recommend", "evaluate"):
-            assert f"Running stage '{stage}'" in log, log
+        assert "Running stage 'train'" in log, log
+        assert "Running stage 'recommend'" not in log, log
         for stage in ("download", "ingest", "preprocess"):
             assert f"Stage '{stage}' didn't change, skipping" in log, log
         for epoch in range(1, EPOCHS + 1):
@@ -203,13 +206,14 @@ def test_queued_grid_runs_in_workers_and_exp_show_follows_them(queue_repo):
         rev = exp["revs"][0]
         data = rev["data"]
         latent_dim = data["params"]["params.yaml"]["data"]["train"]["latent_dim"]
-        test = data["metrics"]["metrics/test.json"]["data"]
-        found[rev["name"]] = (latent_dim, test["rmse"], test["ranking"]["model"]["ndcg"])
+        trained = data["metrics"]["metrics/train.json"]["data"]
+        found[rev["name"]] = (latent_dim, trained["train_mse"], trained["n_weights"])
     assert set(found) == set(names)
     assert sorted(dim for dim, _, _ in found.values()) == [4, 8]
-    for _, rmse, ndcg in found.values():
-        assert 0 < rmse < 5 and 0 <= ndcg <= 1
-    assert len({rmse for _, rmse, _ in found.values()}) == 2  # two different models
+    assert all(0 < mse < 5 for _, mse, _ in found.values())
+    weights = {dim: n for dim, _, n in found.values()}
+    assert weights[8] > weights[4]  # each experiment's own network
+    assert len({mse for _, mse, _ in found.values()}) == 2  # two different models
     assert all(_live_step(shown, name) == ("success", EPOCHS) for name in names)
 
     # The workers leave once the queue is empty; `dvc queue stop` makes sure of it.

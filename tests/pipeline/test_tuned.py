@@ -54,8 +54,11 @@ def test_tuned_beats_the_tutorial_and_the_bias_baseline(small_twin):
     tutorial = train(data.train, data.test, n, m, params_with({}).train, verbose=0)
     # The refit on the whole train split is left out: it roughly doubles the cost, and
     # test_training checks it on its own. The model of the chosen epoch must already win.
-    no_refit = params_with({**tuned_overrides(), "train.refit": False})
-    tuned = train(data.train, data.test, n, m, no_refit.train, verbose=0)
+    # Capped at 40 epochs: on this twin the validation MSE still improves there (early
+    # stopping ends the uncapped run at about 50), and the capped model's lead over the
+    # tutorial is about 0.03, over the biases about 0.08.
+    capped = params_with({**tuned_overrides(), "train.refit": False, "train.epochs": 40})
+    tuned = train(data.train, data.test, n, m, capped.train, verbose=0)
     curve = tutorial.history["test_mse"]
     assert curve.iloc[-1] > curve.min(), curve.tolist()  # the tutorial overfits
     biases = fit_biases(data.train["user_idx"].to_numpy(), data.train["movie_idx"].to_numpy(),
