@@ -22,15 +22,25 @@ export DVC_NO_ANALYTICS := 1
 .PHONY: install browser pipeline test test-fast bench bench-recommend bench-ranking bench-ease bench-serve
 
 # uv installs the project and its pinned dependencies: the same packages as pip, resolved and
-# installed in seconds where pip takes about a minute (docs/development.md). It compiles the
-# bytecode up front, as pip does: otherwise the test suite's many processes, starting together,
-# would each compile TensorFlow's modules on their first import.
+# installed in seconds where pip takes about a minute (docs/development.md).
 UV_VERSION := 0.13.9
+
+# Bytecode: every process these targets start may write it (some machines set
+# PYTHONDONTWRITEBYTECODE, and then each of the test suite's many processes would compile
+# TensorFlow's modules from source again). The install compiles what the stages, DVC and the
+# tests import, in two processes at once: about a third of the installed modules, in half the
+# time of compiling all of them; the rest is compiled, once, if something imports it.
+export PYTHONDONTWRITEBYTECODE :=
+WARM_TF := import tensorflow, keras, h5py, numba, scipy.linalg, scipy.sparse
+WARM_REST := import dvc.cli.parser, dvc.repo, dvc_task, celery, kombu, dvclive, pandas, \
+	pyarrow.parquet, matplotlib.pyplot, fastapi, uvicorn, yaml, pytest, xdist, hypothesis, \
+	selenium.webdriver, importlinter, vl_convert
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/python -c "$(WARM_TF)" 2>/dev/null & $(BIN)/python -c "$(WARM_REST)" && wait $$!
 	touch $@
 
 install: $(STAMP)
