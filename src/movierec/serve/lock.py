@@ -41,18 +41,19 @@ def _deps(stage: dict) -> dict[str, str]:
 
 
 def read_lock(root: Path, paths: dict[str, Path]) -> LockState | None:
-    """The state ``root/dvc.lock`` records, or None when there is no readable dvc.lock (the
-    outputs were made without DVC: they are served as they are, and never reloaded)."""
+    """The state ``root/dvc.lock`` records, or None when it cannot be read now: missing (the
+    outputs were made without DVC), or caught while DVC rewrites it (not YAML yet, or entries
+    still missing their fields); the caller looks again later."""
     try:
         lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        stages = lock.get("stages") or {}
+        rel = {name: paths[name].relative_to(root).as_posix() for name in PRODUCERS}
+        md5 = {name: _outs(stages.get(stage) or {}).get(rel[name])
+               for name, stage in PRODUCERS.items()}
+        recommend_deps = _deps(stages.get("recommend") or {})
+        data = ((stages.get("ingest") or {}).get("params") or {}).get("params.yaml") or {}
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
         return None
-    stages = lock.get("stages") or {}
-    rel = {name: paths[name].relative_to(root).as_posix() for name in PRODUCERS}
-    md5 = {name: _outs(stages.get(stage) or {}).get(rel[name])
-           for name, stage in PRODUCERS.items()}
-    recommend_deps = _deps(stages.get("recommend") or {})
     consistent = all(md5[name] is not None and recommend_deps.get(rel[name]) == md5[name]
                      for name in RECOMMEND_READS)
-    data = ((stages.get("ingest") or {}).get("params") or {}).get("params.yaml") or {}
     return LockState(md5, dict(data), consistent)

@@ -52,9 +52,11 @@ class Service:
         stamp = self._stamp()
         if stamp == self._lock_stamp:
             return False
-        self._lock_stamp = stamp
         state = read_lock(self.root, self.paths)
-        if state is None or state.key == self._seen_key:
+        if state is None:  # gone, or caught mid-rewrite: looked at again on the next poll
+            return False
+        self._lock_stamp = stamp
+        if state.key == self._seen_key:
             return False
         if not state.consistent:
             self.log(f"serve: dvc.lock records {_short(state)}, but the recommend stage has not "
@@ -76,7 +78,11 @@ class Service:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_s):
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # the watcher outlives any one look at the files
+                self.log(f"serve: looking for new outputs failed ({type(exc).__name__}: {exc}); "
+                         f"still serving {_short(self.current.info.lock)}")
 
     def start(self) -> None:
         if self.poll_s > 0 and self._thread is None:
