@@ -174,8 +174,8 @@ class Snapshot:
     def recommendations(self, user_id: int, n: int) -> dict:
         """The user's top n (the recommend stage's list when it is long enough)."""
         self.rec.user_index(user_id)  # refuses an unknown user
-        rows = self.lists.by_user.rows(user_id) if self.lists is not None else slice(0, 0)
         if self.lists is not None and n <= self.lists.length:
+            rows = self.lists.by_user.rows(user_id)
             movies, scores = self.lists.movies[rows][:n], self.lists.scores[rows][:n]
             source = "recommend stage"
         else:
