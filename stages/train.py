@@ -55,12 +55,14 @@ def main() -> None:
         raise
 
     save_model(result.model, result.spec, args.model)
+    n_train = len(train_df)
     seen = Seen.from_pairs(train_df[USER_IDX_COL].to_numpy(), train_df[MOVIE_IDX_COL].to_numpy(),
                            n_users, n_movies)
+    del train_df, test_df  # the split is done with: its memory goes before the export's
     export(args.portable, result.spec, weights_of(result.model, result.spec), user_ids,
            movie_ids, seen)
     log.close()
-    write_json(summary(result, params, len(train_df)), args.metrics)
+    write_json(summary(result, params, n_train), args.metrics)
     if args.checkpoint_dir:  # every output is in place: there is no run left to resume
         shutil.rmtree(args.checkpoint_dir, ignore_errors=True)
     last = result.history.iloc[-1]

@@ -15,7 +15,6 @@ vector), the same for every such user; an unknown movie likewise gets the user's
 from __future__ import annotations
 
 import dataclasses
-import io
 import shutil
 import zipfile
 from pathlib import Path
@@ -103,8 +102,9 @@ def export(path: str | Path, spec: NetSpec, weights: dict[str, np.ndarray],
     users, movies = seen.users_in_train(), np.flatnonzero(seen.in_train)
     model = portable_model(spec, weights, user_ids, movie_ids, users, movies)
     indptr, movie_rows = csr_take(seen.indptr, seen.movies, users)
-    arrays = {"user_ids": np.asarray(user_ids, np.int64)[users], "indptr": indptr,
-              "movie_ids": np.asarray(movie_ids, np.int64)[movie_rows]}
+    # MovieLens ids fit in int32: half the memory and the file of int64 at ML-20M's 16M pairs.
+    arrays = {"user_ids": np.asarray(user_ids, np.int32)[users], "indptr": indptr,
+              "movie_ids": np.asarray(movie_ids, np.int32)[movie_rows]}
     with atomic_dir(path) as folder:
         save_model(model, None, folder / MODEL_FILE)
         _save_npz(folder / SEEN_FILE, arrays)
@@ -112,10 +112,10 @@ def export(path: str | Path, spec: NetSpec, weights: dict[str, np.ndarray],
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` without its time stamps: the same arrays give the same bytes."""
+    """``np.savez`` without its time stamps (the same arrays give the same bytes), each array
+    written straight into the archive."""
     with zipfile.ZipFile(path, "w") as zf:
         for name, array in arrays.items():
-            data = io.BytesIO()
-            np.lib.format.write_array(data, np.ascontiguousarray(array))
-            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
-                        data.getvalue())
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(entry, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(array), allow_pickle=False)

@@ -42,7 +42,7 @@ class Portable:
         """The movie ids the user rated in the train split (empty for an unknown user)."""
         i = int(np.searchsorted(self.seen_users, user_id))
         if i == len(self.seen_users) or self.seen_users[i] != user_id:
-            return np.empty(0, np.int64)
+            return np.empty(0, self.seen_movies.dtype)
         return self.seen_movies[self.seen_indptr[i]:self.seen_indptr[i + 1]]
 
     def scores(self, user_id: int) -> np.ndarray:
