@@ -27,6 +27,7 @@ from movierec.core.columns import (
 )
 from movierec.core.files import read_parquet
 from movierec.core.paths import pipeline_paths
+from movierec.ranking.metrics import popularity_scores
 from movierec.ranking.topn import RANK_COL, SCORE_COL
 from movierec.serve.lock import LockState, read_lock
 from movierec.serve.query import Item, Recommender
@@ -142,7 +143,7 @@ class Snapshot:
         self.rec, self.lists, self.ratings, self.info = rec, lists, ratings, info
         self.years = np.array([_year(t) for t in rec.titles], dtype=object)
         self._lower_titles = np.char.lower(rec.titles.astype(str))
-        self._counts = np.bincount(rec.seen.movies, minlength=len(rec.movie_ids))
+        self._counts = popularity_scores(rec.seen.movies, len(rec.movie_ids))  # train ratings
 
     @classmethod
     def load(cls, root: str | Path, lock: LockState | None = None) -> Snapshot:
