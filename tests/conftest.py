@@ -20,10 +20,16 @@ from support.pipeline import copy_project, dvc, make_project, run
 from movierec.data import synthetic
 
 # The longest modules, longest first. pytest-xdist (--dist loadscope) hands out whole modules
-# in collection order, so the suite ends soonest when these start first and the many short
-# modules fill in around them.
-LONGEST_FIRST = ("pipeline/test_tuned.py", "train/test_distribute.py",
-                 "pipeline/test_pipeline_e2e.py", "benchmarks/test_bench.py")
+# in collection order, each to the next worker with at most two tests left to run, so the suite
+# ends soonest when these start first, the longest first, and the many short modules fill in
+# around them; a long module handed out last runs on alone while the other workers idle.
+LONGEST_FIRST = ("pipeline/test_pipeline_e2e.py", "train/test_multi_worker_stage.py",
+                 "benchmarks/test_bench.py", "train/test_resume.py", "pipeline/test_tuned.py",
+                 "pipeline/test_dvc_sharing.py", "core/test_stages.py",
+                 "train/test_multi_worker_loop.py", "train/test_mirrored.py",
+                 "pipeline/test_artifacts.py", "serve/test_service.py",
+                 "train/test_ranking_training.py", "train/test_objectives.py",
+                 "pipeline/test_portable_artifact.py")
 
 
 def pytest_collection_modifyitems(items):

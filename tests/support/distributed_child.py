@@ -1,6 +1,7 @@
-"""Run by tests/train/test_distribute.py in a fresh Python (a strategy and logical devices can only
-be set up before TensorFlow starts): trains the loop for a few epochs under a strategy and
-saves the weights and, per variable, how far the replicas' copies are apart.
+"""Run by tests/train/test_mirrored.py and test_multi_worker_loop.py in a fresh Python (a
+strategy and logical devices can only be set up before TensorFlow starts): trains the loop for
+a few epochs under a strategy and saves the weights and, per variable, how far the replicas'
+copies are apart.
 
     python tests/support/distributed_child.py STRATEGY CPU_REPLICAS OBJECTIVES OUT.npz [KEY=VAL ...]
 
