@@ -1,6 +1,7 @@
 """The pooled pass (``pooled.PooledNet``) against the Keras model built from the same spec:
-its pair scores against the model's output on every (user, pool movie) pair, and the sampled
-softmax's loss and every gradient against a GradientTape through the model's own layers."""
+its pair scores against the model's output on every (user, pool movie) pair and on aligned
+pairs, and both sampled softmaxes' losses and every gradient against a GradientTape through the
+model's own layers."""
 
 import numpy as np
 import pytest
@@ -33,10 +34,18 @@ def _setup(kind: str, seed: int = 0):
 
 def _keras_scores(split: RowSplitModel, spec, user_rows, pool_rows) -> tf.Tensor:
     """The Keras model's own layers on every (user, pool movie) pair, as (B, P)."""
+    b, p = user_rows[0].shape[0], pool_rows[0].shape[0]
     users, movies = iter(user_rows), iter(pool_rows)
-    pairs = [tf.repeat(next(users), P, axis=0) if t.reads == USER
-             else tf.tile(next(movies), [B, 1]) for t in spec.tables]
-    return tf.reshape(split.head(pairs, training=False), [B, P])
+    pairs = [tf.repeat(next(users), p, axis=0) if t.reads == USER
+             else tf.tile(next(movies), [b, 1]) for t in spec.tables]
+    return tf.reshape(split.head(pairs, training=False), [b, p])
+
+
+def _keras_pair_scores(split: RowSplitModel, spec, user_rows, movie_rows) -> tf.Tensor:
+    """The Keras model's own layers on the aligned pairs (user b, movie b), as (B,)."""
+    users, movies = iter(user_rows), iter(movie_rows)
+    pairs = [next(users) if t.reads == USER else next(movies) for t in spec.tables]
+    return tf.reshape(split.head(pairs, training=False), [-1])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -83,6 +92,57 @@ def test_softmax_loss_and_grads_match_keras_tape(kind, compiled):
     for g, e, w in zip(got, expected, watched, strict=True):
         assert g.shape == w.shape  # a row per user of the batch and per movie of the pool
         np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(e).numpy(), **TOL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_aligned_pair_scores_are_the_keras_models_outputs(kind):
+    spec, split, user_rows, pool_rows, _ = _setup(kind)
+    movie_rows = [r[:B] for r in pool_rows]
+    got, _ = PooledNet(spec).pair_scores(user_rows, movie_rows, split.dense)
+    expected = _keras_pair_scores(split, spec, user_rows, movie_rows)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+def test_sampled_softmax_loss_and_grads_match_keras_tape(kind, compiled):
+    spec, split, user_rows, pool_rows, _ = _setup(kind, seed=4)
+    rng = np.random.default_rng(6)
+    positives = rng.integers(0, P, B).astype(np.int32)  # pool columns, some shared
+    negatives = np.sort(rng.choice(P, 7, replace=False)).astype(np.int32)
+    positives[0] = negatives[2]  # a positive drawn as a negative too: left out of its row
+    positives, negatives = tf.constant(positives), tf.constant(negatives)
+    log_q = tf.constant(rng.normal(-3.0, 1.0, P).astype(np.float32))
+    scale = tf.constant(13.0)
+
+    watched = user_rows + pool_rows + list(split.dense)
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        pos_rows = [tf.gather(r, positives) for r in pool_rows]
+        neg_rows = [tf.gather(r, negatives) for r in pool_rows]
+        own = _keras_pair_scores(split, spec, user_rows, pos_rows) - tf.gather(log_q, positives)
+        others = (_keras_scores(split, spec, user_rows, neg_rows)
+                  - tf.gather(log_q, negatives)[None, :])
+        others = tf.where(negatives[None, :] == positives[:, None], -1e30, others)
+        logits = tf.concat([own[:, None], others], 1)
+        terms = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros(B, tf.int32), logits)
+        loss = tf.reduce_sum(terms) / scale
+    expected = tape.gradient(loss, watched)
+
+    call = PooledNet(spec).sampled_softmax_loss_and_grads
+    if compiled:
+        call = tf.function(call)
+    got_terms, user_grads, pool_grads, dense_grads = call(
+        user_rows, pool_rows, list(split.dense), positives, negatives, scale, log_q)
+    np.testing.assert_allclose(got_terms.numpy(), terms.numpy(), **TOL)
+    got = [*user_grads, *pool_grads, *dense_grads]
+    assert len(got) == len(expected)
+    for g, e, w in zip(got, expected, watched, strict=True):
+        assert g.shape == w.shape  # a row per user of the batch and per movie of the pool
+        np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(e).numpy(), **TOL)
+    forward = PooledNet(spec).sampled_softmax_terms(user_rows, pool_rows, list(split.dense),
+                                                    positives, negatives, log_q)
+    np.testing.assert_allclose(forward.numpy(), terms.numpy(), **TOL)
 
 
 def test_dropout_is_refused_with_a_clear_error():

@@ -52,6 +52,27 @@ def test_pool_holds_the_positives_and_distinct_catalogue_draws(how):
     assert any(len(o) != len(pool) or (o != pool).any() for o in other)
 
 
+def test_sampled_pool_keeps_the_draws_apart_and_corrects_for_them_alone():
+    users, movies = _rated()
+    sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES, "popularity")
+    pools = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=5, sampled=True)
+    positives = tf.constant(movies[:BATCH])
+    pool, columns, drawn, log_q = (t.numpy() for t in pools.sampled_pool(positives,
+                                                                         tf.constant(3)))
+    np.testing.assert_array_equal(pool[columns], movies[:BATCH])
+    assert len(np.unique(drawn)) == len(drawn) <= 8 and set(pool[drawn]) <= set(
+        sampler.catalogue)
+    # The same draws as the batch pool of the same (seed, step): its movies beyond the
+    # positives are all among them.
+    batch_pool = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=5).pool(positives,
+                                                                         tf.constant(3))[0]
+    assert set(batch_pool.numpy()) - set(movies[:BATCH]) <= set(pool[drawn])
+    # log q: the chance of being among N sampler draws; the batch's positives play no part.
+    p_neg = np.zeros(N_MOVIES)
+    p_neg[sampler.catalogue] = sampler.probability
+    np.testing.assert_allclose(np.exp(log_q), (1 - (1 - p_neg) ** 8)[pool], rtol=1e-5)
+
+
 def test_mask_is_every_rated_pool_movie_but_the_positive_and_full_pool_is_the_catalogue():
     users, movies = _rated()
     sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
@@ -72,20 +93,36 @@ def test_mask_is_every_rated_pool_movie_but_the_positive_and_full_pool_is_the_ca
     np.testing.assert_array_equal(pool.numpy()[columns.numpy()], movies[:BATCH])
 
 
+def _keras_logits(model, u, m, pools, step):
+    """(logits (B, columns), each positive's column) of a batch, every pair through the whole
+    Keras model: against the batch's pool, or (``pools.sampled``) against its own movie, then
+    the sampled movies."""
+    b = len(u)
+    if not pools.sampled:
+        pool, columns, log_q = pools.pool(tf.constant(m), tf.constant(step))
+        p = int(tf.size(pool))
+        s = model([np.repeat(u, p)[:, None], np.tile(pool.numpy(), b)[:, None]], training=True)
+        logits = tf.reshape(s, [b, p]) - log_q[None, :]
+        return tf.where(pools.mask(tf.constant(u), pool, columns), -1e30, logits), columns
+    pool, columns, drawn, log_q = pools.sampled_pool(tf.constant(m), tf.constant(step))
+    negatives, n = tf.gather(pool, drawn).numpy(), int(tf.size(drawn))
+    own = tf.reshape(model([u[:, None], m[:, None]], training=True), [b])
+    others = tf.reshape(model([np.repeat(u, n)[:, None], np.tile(negatives, b)[:, None]],
+                              training=True), [b, n])
+    others = tf.where(negatives[None, :] == m[:, None], -1e30,
+                      others - tf.gather(log_q, drawn)[None, :])
+    own = own - tf.gather(log_q, columns)
+    return tf.concat([own[:, None], others], 1), np.zeros(b, np.int32)
+
+
 def _keras_reference(kind, batches, pools, lr, momentum, l2):
     keras.utils.set_random_seed(11)
     model = build_model(NetSpec(kind, N_USERS, N_MOVIES, 4, 8, objective="softmax"))
     sgd = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
     for step, (u, m) in enumerate(batches, start=1):
-        pool, columns, log_q = pools.pool(tf.constant(m), tf.constant(step))
-        mask = pools.mask(tf.constant(u), pool, columns)
-        b, p = len(u), int(tf.size(pool))
+        b = len(u)
         with tf.GradientTape() as tape:
-            # Every (user, pool movie) pair through the whole Keras model.
-            s = model([np.repeat(u, p)[:, None], np.tile(pool.numpy(), b)[:, None]],
-                      training=True)
-            logits = tf.reshape(s, [b, p]) - log_q[None, :]
-            logits = tf.where(mask, -1e30, logits)
+            logits, columns = _keras_logits(model, u, m, pools, step)
             loss = keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
                 columns, logits, from_logits=True))
             if l2:  # each positive's own user and movie rows
@@ -101,11 +138,13 @@ def _keras_reference(kind, batches, pools, lr, momentum, l2):
 
 
 @pytest.mark.parametrize("kind", ["residual", "mf", "deep"])
-@pytest.mark.parametrize("updates,l2", [("lazy", 0.0), ("dense", 0.0), ("lazy", 0.01)])
-def test_softmax_step_matches_keras_model_tape_and_sgd(kind, updates, l2):
+@pytest.mark.parametrize("updates,l2,pool", [("lazy", 0.0, "batch"), ("dense", 0.0, "batch"),
+                                             ("lazy", 0.01, "batch"), ("lazy", 0.01, "sampled"),
+                                             ("dense", 0.0, "sampled")])
+def test_softmax_step_matches_keras_model_tape_and_sgd(kind, updates, l2, pool):
     users, movies = _rated(seed=2)
     sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
-    pools = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=9)
+    pools = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=9, sampled=pool == "sampled")
     rng = np.random.default_rng(4)
     order = rng.permutation(len(users))[:BATCH * STEPS]
     u, m = users[order], movies[order]

@@ -34,6 +34,9 @@ OBJECTIVES = ("rating", "bce", "bpr", "softmax")
 # How negatives are drawn (movierec.train.negatives): uniformly over the catalogue, or in proportion
 # to count^0.75 (word2vec's unigram smoothing, used by many recommenders).
 NEGATIVE_SAMPLING = ("uniform", "popularity")
+# What the softmax objective scores each positive against (movierec.train.pools): the batch's
+# pool (its positives and the sampled movies), or its own movie and the sampled movies only.
+POOLS = ("batch", "sampled")
 # Where training runs (movierec.train.distribute explains each).
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # How preprocess splits the ratings (movierec.data.splits explains each).
@@ -116,6 +119,7 @@ class TrainParams:
     objective: str = "rating"
     negatives: int = 4
     negative_sampling: str = "uniform"
+    pool: str = "batch"
     ndcg_k: int = 10
     ndcg_users: int = 0
     strategy: str = "default"
@@ -172,6 +176,7 @@ class TrainParams:
                 self.dropout, "0 with objective softmax")
         _expect(self.negative_sampling in NEGATIVE_SAMPLING, f"{prefix}.negative_sampling",
                 self.negative_sampling, "one of " + ", ".join(NEGATIVE_SAMPLING))
+        _expect(self.pool in POOLS, f"{prefix}.pool", self.pool, "one of " + ", ".join(POOLS))
         _expect(self.ndcg_users >= 0, f"{prefix}.ndcg_users", self.ndcg_users,
                 "0 (every user) or the size of a seeded sample of users")
         _expect(self.strategy in STRATEGIES, f"{prefix}.strategy", self.strategy,

@@ -12,12 +12,18 @@ computes is exactly the network a ``NetSpec`` describes (residual, mf or deep) f
 tests/nets/test_pooled.py checks the scores against the Keras model's output and every gradient
 against a GradientTape through the Keras model's layers.
 
-The loss here is the sampled softmax: for user b, the logits of the pool's movies, each
-corrected by the log of its sampling probability (``log_q``; zero for a uniform draw), a
-masked entry (an accidental hit: a pool movie the user rated) left out; the loss term is
-``logsumexp(logits_b) - logits_b[positive_b]``. Gradients are those of
-``L = sum(terms) / scale``, as in :mod:`movierec.nets.fused`: one gradient row per user of the
-batch and per movie of the pool (duplicates not summed).
+The loss here is the sampled softmax, in two shapes:
+
+* every user against the whole pool (:meth:`PooledNet.softmax_loss_and_grads`): for user b,
+  the logits of the pool's movies, each corrected by the log of its sampling probability
+  (``log_q``; zero for a uniform draw), a masked entry (an accidental hit: a pool movie the
+  user rated) left out; the loss term is ``logsumexp(logits_b) - logits_b[positive_b]``;
+* every user against its own positive and the pool's sampled columns only
+  (:meth:`PooledNet.sampled_softmax_loss_and_grads`): B + B x N pairs instead of B x P, the
+  aligned (user, positive) pairs scored on their own (:meth:`PooledNet.pair_scores`).
+
+Gradients are those of ``L = sum(terms) / scale``, as in :mod:`movierec.nets.fused`: one
+gradient row per user of the batch and per movie of the pool (duplicates not summed).
 """
 
 from __future__ import annotations
@@ -67,6 +73,69 @@ class PooledNet:
             w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
             s = s + tf.tensordot(a, w2, 1) + dense[d["side_out/bias"]]
         return s, a
+
+    def pair_scores(self, user_rows, movie_rows, dense):
+        """(B,) scores of the aligned pairs (user b, movie b), and elu's output (B, H) or None;
+        the rows as in :meth:`scores`, one movie per user."""
+        u, m, bu, bm = self._parts(user_rows, movie_rows)
+        s, a = 0.0, None
+        if self.spec.has_main:
+            s = tf.reduce_sum(u * m, 1) + bu[:, 0] + bm[:, 0]
+        if self.spec.has_side:
+            d = self._d
+            w1 = tf.convert_to_tensor(dense[d["hidden/kernel"]])
+            a = tf.nn.elu(tf.nn.bias_add(tf.matmul(u, w1[:self.k]) + tf.matmul(m, w1[self.k:]),
+                                         dense[d["hidden/bias"]]))
+            w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
+            s = s + tf.linalg.matvec(a, w2) + dense[d["side_out/bias"]]
+        return s, a
+
+    def sampled_softmax_loss_and_grads(self, user_rows, pool_rows, dense, positives, negatives,
+                                       scale, log_q=None):
+        """(terms (B,), user row gradients, pool row gradients, dense gradients) of the
+        sampled softmax of each user's positive (pool column ``positives[b]``) against the
+        pool columns ``negatives`` (N,) only, each logit less ``log_q`` of its column, a
+        negative column that is the user's own positive left out. Pool row gradients are
+        summed per pool row."""
+        dense = [tf.convert_to_tensor(v) for v in dense]
+        pos_rows = [tf.gather(r, positives) for r in pool_rows]
+        neg_rows = [tf.gather(r, negatives) for r in pool_rows]
+        terms, logits, a_pos, a_neg = self._sampled_forward(user_rows, pos_rows, neg_rows, dense,
+                                                            positives, negatives, log_q)
+        g = tf.nn.softmax(logits)  # column 0 is the positive's
+        g = (g - tf.one_hot(tf.zeros_like(positives), tf.shape(g)[1], dtype=g.dtype)) / scale
+        pos_user, pos_grads, pos_dense = self.pair_backward(user_rows, pos_rows, dense,
+                                                            g[:, 0], a_pos)
+        neg_user, neg_grads, neg_dense = self.backward(user_rows, neg_rows, dense, g[:, 1:],
+                                                       a_neg)
+        n_pool = tf.shape(pool_rows[0])[0]
+        pool_grads = [tf.math.unsorted_segment_sum(gp, positives, n_pool)
+                      + tf.math.unsorted_segment_sum(gn, negatives, n_pool)
+                      for gp, gn in zip(pos_grads, neg_grads, strict=True)]
+        add = [None if x is None else x + y for x, y in zip(pos_dense, neg_dense, strict=True)]
+        return (terms, [x + y for x, y in zip(pos_user, neg_user, strict=True)], pool_grads,
+                add)
+
+    def sampled_softmax_terms(self, user_rows, pool_rows, dense, positives, negatives,
+                              log_q=None):
+        """(terms (B,)): the forward pass of :meth:`sampled_softmax_loss_and_grads`."""
+        pos_rows = [tf.gather(r, positives) for r in pool_rows]
+        neg_rows = [tf.gather(r, negatives) for r in pool_rows]
+        return self._sampled_forward(user_rows, pos_rows, neg_rows, dense, positives,
+                                     negatives, log_q)[0]
+
+    def _sampled_forward(self, user_rows, pos_rows, neg_rows, dense, positives, negatives,
+                         log_q):
+        s_pos, a_pos = self.pair_scores(user_rows, pos_rows, dense)
+        s_neg, a_neg = self.scores(user_rows, neg_rows, dense)
+        if log_q is not None:
+            s_pos = s_pos - tf.gather(log_q, positives)
+            s_neg = s_neg - tf.gather(log_q, negatives)[None, :]
+        own = tf.equal(negatives[None, :], positives[:, None])  # the positive drawn as well
+        s_neg = tf.where(own, tf.constant(-1e30, s_neg.dtype), s_neg)
+        logits = tf.concat([s_pos[:, None], s_neg], 1)
+        terms = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros_like(positives), logits)
+        return terms, logits, a_pos, a_neg
 
     def softmax_loss_and_grads(self, user_rows, pool_rows, dense, positives, scale,
                                log_q=None, mask=None):
@@ -122,3 +191,32 @@ class PooledNet:
         user_grads[self._u["user_embedding"]] = du
         pool_grads[self._p["movie_embedding"]] = dm
         return user_grads, pool_grads, dense_grads
+
+    def pair_backward(self, user_rows, movie_rows, dense, g, a):
+        """Row and dense gradients of the aligned pairs from ``g`` = dL/d scores (B,) and
+        elu's output ``a`` (B, H), as :meth:`backward` for :meth:`pair_scores`."""
+        u, m, _, _ = self._parts(user_rows, movie_rows)
+        d = self._d
+        user_grads: list = [None] * len(user_rows)
+        movie_grads: list = [None] * len(movie_rows)
+        dense_grads: list = [None] * len(dense)
+        du = g[:, None] * m if self.spec.has_main else tf.zeros_like(u)
+        dm = g[:, None] * u if self.spec.has_main else tf.zeros_like(m)
+        if self.spec.has_main:
+            user_grads[self._u["user_bias"]] = g[:, None]
+            movie_grads[self._p["movie_bias"]] = g[:, None]
+        if self.spec.has_side:
+            w1 = dense[d["hidden/kernel"]]
+            w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
+            dense_grads[d["side_out/kernel"]] = tf.reshape(tf.linalg.matvec(a, g, transpose_a=True),
+                                                           [-1, 1])
+            dense_grads[d["side_out/bias"]] = tf.reshape(tf.reduce_sum(g), [1])
+            dz = tf.raw_ops.EluGrad(gradients=g[:, None] * w2, outputs=a)  # (B, H)
+            dense_grads[d["hidden/kernel"]] = tf.concat(
+                [tf.matmul(u, dz, transpose_a=True), tf.matmul(m, dz, transpose_a=True)], 0)
+            dense_grads[d["hidden/bias"]] = tf.reduce_sum(dz, 0)
+            du += tf.matmul(dz, w1[:self.k], transpose_b=True)
+            dm += tf.matmul(dz, w1[self.k:], transpose_b=True)
+        user_grads[self._u["user_embedding"]] = du
+        movie_grads[self._p["movie_embedding"]] = dm
+        return user_grads, movie_grads, dense_grads

@@ -37,10 +37,11 @@ class Pools:
     """
 
     def __init__(self, rated: NegativeSampler, data_movies: np.ndarray, n_movies: int,
-                 negatives: int, batch_size: int, seed: int):
+                 negatives: int, batch_size: int, seed: int, sampled: bool = False):
         self.negatives = negatives
         catalogue = rated.catalogue
         self.full = negatives >= len(catalogue)
+        self.sampled = sampled and not self.full
         self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
         self.seed = seed
         # Each user's rated movies, CSR by user (sorted): the mask reads a batch's users' rows.
@@ -55,9 +56,10 @@ class Pools:
         p_neg[catalogue] = rated.probability
         p_data = np.bincount(np.asarray(data_movies, np.int64), minlength=n_movies) / max(
             len(data_movies), 1)
+        in_batch = 0 if self.sampled else batch_size  # the batch's positives join the pool
         # log(1 - (1 - p_data)^B (1 - p_neg)^N) per movie: log1p/expm1 keep rare movies exact.
         with np.errstate(divide="ignore"):
-            log_miss = (batch_size * np.log1p(-np.minimum(p_data, 1 - 1e-12))
+            log_miss = (in_batch * np.log1p(-np.minimum(p_data, 1 - 1e-12))
                         + negatives * np.log1p(-np.minimum(p_neg, 1 - 1e-12)))
             self.log_q = tf.constant(np.log(-np.expm1(log_miss)), tf.float32)
 
@@ -65,12 +67,22 @@ class Pools:
         """(pool movies (P,), each positive's column (B,), log q per column (P,) or None)."""
         if self.full:
             return self.catalogue, tf.gather(self.column, positives), None
+        movies, where = tf.unique(tf.concat([positives, self._draw(step)], 0))
+        return movies, where[:tf.size(positives)], tf.gather(self.log_q, movies)
+
+    def sampled_pool(self, positives: tf.Tensor, step: tf.Tensor):
+        """With ``sampled``: (pool movies (P,), each positive's column (B,), the sampled
+        movies' distinct columns (N',), log q per column (P,))."""
+        movies, where = tf.unique(tf.concat([positives, self._draw(step)], 0))
+        n = tf.size(positives)
+        drawn, _ = tf.unique(where[n:])
+        return movies, where[:n], drawn, tf.gather(self.log_q, movies)
+
+    def _draw(self, step: tf.Tensor) -> tf.Tensor:
         seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)])
         u = tf.random.stateless_uniform([self.negatives], seed, dtype=tf.float64)
         pick = tf.searchsorted(self.cdf, u * self.cdf[-1], side="right")
-        drawn = tf.gather(self.catalogue, tf.minimum(pick, tf.size(self.catalogue) - 1))
-        movies, where = tf.unique(tf.concat([positives, drawn], 0))
-        return movies, where[:tf.size(positives)], tf.gather(self.log_q, movies)
+        return tf.gather(self.catalogue, tf.minimum(pick, tf.size(self.catalogue) - 1))
 
     def mask(self, users: tf.Tensor, movies: tf.Tensor, columns: tf.Tensor) -> tf.Tensor:
         """(b, P) True where user b rated pool movie p and p is not b's positive column.

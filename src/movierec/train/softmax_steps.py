@@ -24,7 +24,10 @@ class SoftmaxSteps:
         step = self.step.assign_add(1)
         batch_users, positives = users[start:start + b], movies[start:start + b]
         n = tf.size(batch_users)
-        pool, columns, log_q = pools.pool(positives, step)
+        if pools.sampled:
+            pool, columns, drawn, log_q = pools.sampled_pool(positives, step)
+        else:
+            pool, columns, log_q = pools.pool(positives, step)
         user_rows, user_at = tf.unique(batch_users)
         distinct = [user_rows, pool]  # the pool is distinct already
         lo, hi = self._share(n)
@@ -36,9 +39,14 @@ class SoftmaxSteps:
         user_part = [r for r, f in zip(split_rows, feeds, strict=True) if f == 0]
         pool_part = [r for r, f in zip(split_rows, feeds, strict=True) if f == 1]
         scale = tf.cast(n, tf.float32)
-        terms, user_grads, pool_grads, dense_grads = self.pooled.softmax_loss_and_grads(
-            user_part, pool_part, self.dense, mine_columns, scale, log_q,
-            pools.mask(mine_users, pool, mine_columns))
+        if pools.sampled:
+            terms, user_grads, pool_grads, dense_grads = \
+                self.pooled.sampled_softmax_loss_and_grads(
+                    user_part, pool_part, self.dense, mine_columns, drawn, scale, log_q)
+        else:
+            terms, user_grads, pool_grads, dense_grads = self.pooled.softmax_loss_and_grads(
+                user_part, pool_part, self.dense, mine_columns, scale, log_q,
+                pools.mask(mine_users, pool, mine_columns))
         grads = [tf.concat(user_grads, 1) if len(user_grads) > 1 else user_grads[0],
                  tf.concat(pool_grads, 1) if len(pool_grads) > 1 else pool_grads[0]]
         if rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
@@ -76,13 +84,20 @@ class SoftmaxSteps:
         return total / n
 
     def _pooled_terms(self, users, movies, index, pools: Pools) -> tf.Tensor:
-        pool, columns, log_q = pools.pool(movies, index)
+        if pools.sampled:
+            pool, columns, drawn, log_q = pools.sampled_pool(movies, index)
+        else:
+            pool, columns, log_q = pools.pool(movies, index)
         split = self.split
         user_part = [tf.gather(t, users) for t, f in zip(split.tables, split.feeds,
                                                          strict=True) if f == 0]
         pool_part = [tf.gather(t, pool) for t, f in zip(split.tables, split.feeds,
                                                         strict=True) if f == 1]
-        terms, _, _ = self.pooled.softmax_terms(
-            user_part, pool_part, [v.read_value() for v in split.dense], columns, log_q,
-            pools.mask(users, pool, columns))
+        dense = [v.read_value() for v in split.dense]
+        if pools.sampled:
+            terms = self.pooled.sampled_softmax_terms(user_part, pool_part, dense, columns,
+                                                      drawn, log_q)
+        else:
+            terms, _, _ = self.pooled.softmax_terms(user_part, pool_part, dense, columns, log_q,
+                                                    pools.mask(users, pool, columns))
         return tf.reduce_sum(terms)

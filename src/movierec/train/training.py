@@ -96,7 +96,7 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
         if sampler is None:
             raise ValueError("setup: the softmax objective needs the fit ratings' sampler")
         pools = Pools(sampler, sampler.movies, n_movies, params.negatives, params.batch_size,
-                      params.seed)
+                      params.seed, sampled=params.pool == "sampled")
     return centred, TrainLoop(RowSplitModel(centred, spec), params.batch_size,
                               UpdateRule.from_params(params), place.strategy, seed=params.seed,
                               pools=pools)
