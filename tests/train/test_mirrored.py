@@ -17,7 +17,7 @@ from support.pipeline import ROOT
 
 pytestmark = pytest.mark.e2e
 
-OBJECTIVES = ("rating", "bce", "bpr", "softmax")
+OBJECTIVES = ("rating", "bce", "bpr", "softmax", "softmax-sampled")
 
 
 def _child(tmp_path: Path, strategy: str, replicas: int) -> dict[str, tuple[dict, dict]]:
