@@ -73,6 +73,23 @@ def test_sampled_pool_keeps_the_draws_apart_and_corrects_for_them_alone():
     np.testing.assert_allclose(np.exp(log_q), (1 - (1 - p_neg) ** 8)[pool], rtol=1e-5)
 
 
+def test_sampled_mask_finds_every_rated_pair_and_few_others():
+    rng = np.random.default_rng(0)
+    n_users, n_movies = 3_000, 2_000  # more possible pairs than the set has bits: collisions
+    keys = np.unique(rng.integers(0, n_users * n_movies, 60_000))
+    users, movies = (keys // n_movies).astype(np.int32), (keys % n_movies).astype(np.int32)
+    sampler = NegativeSampler(users, movies, n_users, n_movies)
+    pools = Pools(sampler, movies, n_movies, 16, 64, seed=1, sampled=True)
+    assert pools.rated_bits.shape[0] * 32 >= 64 * len(keys)
+    found = np.concatenate([pools.sampled_mask(tf.constant(np.arange(lo, lo + 500, dtype=np.int32)),
+                                               tf.constant(np.arange(n_movies, dtype=np.int32))
+                                               ).numpy() for lo in range(0, n_users, 500)])
+    rated = np.zeros((n_users, n_movies), bool)
+    rated[users, movies] = True
+    assert found[rated].all()  # every accidental hit is left out
+    assert 0 < found[~rated].mean() < 2.5 / 64  # the bit set's false positives: a few
+
+
 def test_mask_is_every_rated_pool_movie_but_the_positive_and_full_pool_is_the_catalogue():
     users, movies = _rated()
     sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
@@ -109,8 +126,9 @@ def _keras_logits(model, u, m, pools, step):
     own = tf.reshape(model([u[:, None], m[:, None]], training=True), [b])
     others = tf.reshape(model([np.repeat(u, n)[:, None], np.tile(negatives, b)[:, None]],
                               training=True), [b, n])
-    others = tf.where(negatives[None, :] == m[:, None], -1e30,
-                      others - tf.gather(log_q, drawn)[None, :])
+    left_out = (negatives[None, :] == m[:, None]) | pools.sampled_mask(tf.constant(u),
+                                                                       tf.constant(negatives))
+    others = tf.where(left_out, -1e30, others - tf.gather(log_q, drawn)[None, :])
     own = own - tf.gather(log_q, columns)
     return tf.concat([own[:, None], others], 1), np.zeros(b, np.int32)
 

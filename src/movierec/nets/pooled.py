@@ -91,17 +91,18 @@ class PooledNet:
         return s, a
 
     def sampled_softmax_loss_and_grads(self, user_rows, pool_rows, dense, positives, negatives,
-                                       scale, log_q=None):
+                                       scale, log_q=None, mask=None):
         """(terms (B,), user row gradients, pool row gradients, dense gradients) of the
         sampled softmax of each user's positive (pool column ``positives[b]``) against the
         pool columns ``negatives`` (N,) only, each logit less ``log_q`` of its column, a
-        negative column that is the user's own positive left out. Pool row gradients are
-        summed per pool row."""
+        negative column that is the user's own positive left out, and so is every pair where
+        ``mask`` (B, N) is True (accidental hits). Pool row gradients are summed per pool
+        row."""
         dense = [tf.convert_to_tensor(v) for v in dense]
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
         terms, logits, a_pos, a_neg = self._sampled_forward(user_rows, pos_rows, neg_rows, dense,
-                                                            positives, negatives, log_q)
+                                                            positives, negatives, log_q, mask)
         g = tf.nn.softmax(logits)  # column 0 is the positive's
         g = (g - tf.one_hot(tf.zeros_like(positives), tf.shape(g)[1], dtype=g.dtype)) / scale
         pos_user, pos_grads, pos_dense = self.pair_backward(user_rows, pos_rows, dense,
@@ -117,22 +118,24 @@ class PooledNet:
                 add)
 
     def sampled_softmax_terms(self, user_rows, pool_rows, dense, positives, negatives,
-                              log_q=None):
+                              log_q=None, mask=None):
         """(terms (B,)): the forward pass of :meth:`sampled_softmax_loss_and_grads`."""
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
         return self._sampled_forward(user_rows, pos_rows, neg_rows, dense, positives,
-                                     negatives, log_q)[0]
+                                     negatives, log_q, mask)[0]
 
     def _sampled_forward(self, user_rows, pos_rows, neg_rows, dense, positives, negatives,
-                         log_q):
+                         log_q, mask):
         s_pos, a_pos = self.pair_scores(user_rows, pos_rows, dense)
         s_neg, a_neg = self.scores(user_rows, neg_rows, dense)
         if log_q is not None:
             s_pos = s_pos - tf.gather(log_q, positives)
             s_neg = s_neg - tf.gather(log_q, negatives)[None, :]
-        own = tf.equal(negatives[None, :], positives[:, None])  # the positive drawn as well
-        s_neg = tf.where(own, tf.constant(-1e30, s_neg.dtype), s_neg)
+        left_out = tf.equal(negatives[None, :], positives[:, None])  # the positive drawn too
+        if mask is not None:
+            left_out |= mask
+        s_neg = tf.where(left_out, tf.constant(-1e30, s_neg.dtype), s_neg)
         logits = tf.concat([s_pos[:, None], s_neg], 1)
         terms = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros_like(positives), logits)
         return terms, logits, a_pos, a_neg

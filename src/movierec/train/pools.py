@@ -27,6 +27,31 @@ import tensorflow as tf
 
 from movierec.train.negatives import NegativeSampler
 
+# Fibonacci hashing's multiplier (2^64 / the golden ratio, odd), as a signed 64-bit number: the
+# top bits of key x multiplier (wrapping) spread consecutive keys over the whole table.
+HASH_MULTIPLIER = -7046029254386353131  # 0x9E3779B97F4A7C15
+BITS_PER_PAIR = 64  # the set's false-positive rate is about 1 / BITS_PER_PAIR
+
+
+def _pair_hash(keys, bits: int, shift=np.right_shift, mask=np.bitwise_and):
+    """The slot of each int64 key ``user * n_movies + movie`` in a set of 2^bits slots (NumPy's
+    operators by default; TensorFlow's for the same numbers inside a step)."""
+    return mask(shift(keys * HASH_MULTIPLIER, 64 - bits), (1 << bits) - 1)
+
+
+def rated_pairs_bits(indptr: np.ndarray, movies: np.ndarray, n_movies: int
+                     ) -> tuple[np.ndarray, int]:
+    """(words, bits): the rated pairs of a CSR by user (``indptr``, ``movies``) as a bit set of
+    2^bits bits in int32 words, a pair's bit at its :func:`_pair_hash` slot."""
+    counts = np.diff(indptr)
+    bits = max(16, int(np.ceil(np.log2(max(len(movies), 1) * BITS_PER_PAIR))))
+    keys = np.repeat(np.arange(len(counts), dtype=np.int64), counts) * n_movies + movies
+    with np.errstate(over="ignore"):
+        slot = _pair_hash(keys, bits)
+    words = np.zeros(1 << (bits - 5), np.uint32)
+    np.bitwise_or.at(words, slot >> 5, np.left_shift(np.uint32(1), (slot & 31).astype(np.uint32)))
+    return words.view(np.int32), bits
+
 
 class Pools:
     """Builds pools for the positives of a batch, inside a ``tf.function``.
@@ -52,6 +77,10 @@ class Pools:
         column[catalogue] = np.arange(len(catalogue), dtype=np.int32)
         self.column = tf.constant(column)  # full pool: a movie's column
         self.cdf = tf.constant(np.cumsum(rated.probability), tf.float64)
+        self.n_movies = n_movies
+        if self.sampled:  # the accidental hits' filter (the batch pool's mask reads the CSR)
+            words, self.bits = rated_pairs_bits(rated.indptr, rated.movies, n_movies)
+            self.rated_bits = tf.constant(words)
         p_neg = np.zeros(n_movies)
         p_neg[catalogue] = rated.probability
         p_data = np.bincount(np.asarray(data_movies, np.int64), minlength=n_movies) / max(
@@ -77,6 +106,16 @@ class Pools:
         n = tf.size(positives)
         drawn, _ = tf.unique(where[n:])
         return movies, where[:n], drawn, tf.gather(self.log_q, movies)
+
+    def sampled_mask(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
+        """(B, N) True where user b (probably) rated movie n: every rated pair, and about
+        1 / BITS_PER_PAIR of the others (the bit set's false positives)."""
+        keys = (tf.cast(users, tf.int64)[:, None] * self.n_movies
+                + tf.cast(movies, tf.int64)[None, :])
+        slot = _pair_hash(keys, self.bits, tf.bitwise.right_shift, tf.bitwise.bitwise_and)
+        word = tf.gather(self.rated_bits, tf.bitwise.right_shift(slot, 5))
+        bit = tf.bitwise.right_shift(word, tf.cast(tf.bitwise.bitwise_and(slot, 31), tf.int32))
+        return tf.bitwise.bitwise_and(bit, 1) > 0
 
     def _draw(self, step: tf.Tensor) -> tf.Tensor:
         seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)])

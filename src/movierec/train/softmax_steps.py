@@ -42,7 +42,8 @@ class SoftmaxSteps:
         if pools.sampled:
             terms, user_grads, pool_grads, dense_grads = \
                 self.pooled.sampled_softmax_loss_and_grads(
-                    user_part, pool_part, self.dense, mine_columns, drawn, scale, log_q)
+                    user_part, pool_part, self.dense, mine_columns, drawn, scale, log_q,
+                    pools.sampled_mask(mine_users, tf.gather(pool, drawn)))
         else:
             terms, user_grads, pool_grads, dense_grads = self.pooled.softmax_loss_and_grads(
                 user_part, pool_part, self.dense, mine_columns, scale, log_q,
@@ -95,8 +96,9 @@ class SoftmaxSteps:
                                                         strict=True) if f == 1]
         dense = [v.read_value() for v in split.dense]
         if pools.sampled:
-            terms = self.pooled.sampled_softmax_terms(user_part, pool_part, dense, columns,
-                                                      drawn, log_q)
+            terms = self.pooled.sampled_softmax_terms(
+                user_part, pool_part, dense, columns, drawn, log_q,
+                pools.sampled_mask(users, tf.gather(pool, drawn)))
         else:
             terms, _, _ = self.pooled.softmax_terms(user_part, pool_part, dense, columns, log_q,
                                                     pools.mask(users, pool, columns))
