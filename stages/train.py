@@ -77,7 +77,11 @@ def main() -> None:
         stats = result.negatives
         scored = (f"train loss {best['train_loss']:.4f}, test NDCG@{params.ndcg_k} "
                   f"{best['test_ndcg']:.4f}; ")
-        if params.objective == "softmax":  # the pools are drawn inside the training step
+        if params.objective == "softmax" and params.pool == "sampled":
+            scored += (f"each rating against its own movie and {params.negatives:,} sampled "
+                       "movies shared by its batch (or the whole catalogue, if no larger), "
+                       "rated ones masked")
+        elif params.objective == "softmax":  # the pools are drawn inside the training step
             scored += (f"each batch's pool: its positives and {params.negatives:,} sampled "
                        "movies (or the whole catalogue, if no larger), rated ones masked")
         else:
