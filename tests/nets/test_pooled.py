@@ -51,9 +51,22 @@ def _keras_pair_scores(split: RowSplitModel, spec, user_rows, movie_rows) -> tf.
 @pytest.mark.parametrize("kind", KINDS)
 def test_pair_scores_are_the_keras_models_outputs(kind):
     spec, split, user_rows, pool_rows, _ = _setup(kind)
-    got, _ = PooledNet(spec).scores(user_rows, pool_rows, split.dense)
+    net = PooledNet(spec)
+    got, _ = net.scores(user_rows, pool_rows, split.dense)  # every (user, pool movie) pair
     expected = _keras_scores(split, spec, user_rows, pool_rows)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), **TOL)
+    movie_rows = [r[:B] for r in pool_rows]  # and the aligned pairs (user b, movie b)
+    got, _ = net.pair_scores(user_rows, movie_rows, split.dense)
+    expected = _keras_pair_scores(split, spec, user_rows, movie_rows)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), **TOL)
+
+
+def _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched):
+    got = [*user_grads, *pool_grads, *dense_grads]
+    assert len(got) == len(expected)
+    for g, e, w in zip(got, expected, watched, strict=True):
+        assert g.shape == w.shape  # a row per user of the batch and per movie of the pool
+        np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(e).numpy(), **TOL)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -87,20 +100,7 @@ def test_softmax_loss_and_grads_match_keras_tape(kind, compiled):
     got_terms, user_grads, pool_grads, dense_grads = call(
         user_rows, pool_rows, list(split.dense), positives, scale, log_q, mask)
     np.testing.assert_allclose(got_terms.numpy(), terms.numpy(), **TOL)
-    got = [*user_grads, *pool_grads, *dense_grads]
-    assert len(got) == len(expected)
-    for g, e, w in zip(got, expected, watched, strict=True):
-        assert g.shape == w.shape  # a row per user of the batch and per movie of the pool
-        np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(e).numpy(), **TOL)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_aligned_pair_scores_are_the_keras_models_outputs(kind):
-    spec, split, user_rows, pool_rows, _ = _setup(kind)
-    movie_rows = [r[:B] for r in pool_rows]
-    got, _ = PooledNet(spec).pair_scores(user_rows, movie_rows, split.dense)
-    expected = _keras_pair_scores(split, spec, user_rows, movie_rows)
-    np.testing.assert_allclose(got.numpy(), expected.numpy(), **TOL)
+    _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched)
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -135,11 +135,7 @@ def test_sampled_softmax_loss_and_grads_match_keras_tape(kind, compiled):
     got_terms, user_grads, pool_grads, dense_grads = call(
         user_rows, pool_rows, list(split.dense), positives, negatives, scale, log_q)
     np.testing.assert_allclose(got_terms.numpy(), terms.numpy(), **TOL)
-    got = [*user_grads, *pool_grads, *dense_grads]
-    assert len(got) == len(expected)
-    for g, e, w in zip(got, expected, watched, strict=True):
-        assert g.shape == w.shape  # a row per user of the batch and per movie of the pool
-        np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(e).numpy(), **TOL)
+    _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched)
     forward = PooledNet(spec).sampled_softmax_terms(user_rows, pool_rows, list(split.dense),
                                                     positives, negatives, log_q)
     np.testing.assert_allclose(forward.numpy(), terms.numpy(), **TOL)

@@ -69,18 +69,18 @@ class Pools:
         self.sampled = sampled and not self.full
         self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
         self.seed = seed
-        # Each user's rated movies, CSR by user (sorted): the mask reads a batch's users' rows.
-        self.indptr = tf.constant(rated.indptr.astype(np.int64))
-        self.rated_movies = tf.constant(rated.movies.astype(np.int32))
+        self.n_movies = n_movies
+        if self.sampled:  # the accidental hits' filter: a bit set of the rated pairs
+            words, self.bits = rated_pairs_bits(rated.indptr, rated.movies, n_movies)
+            self.rated_bits = tf.constant(words)
+        else:  # each user's rated movies, CSR by user: the mask reads the batch users' rows
+            self.indptr = tf.constant(rated.indptr.astype(np.int64))
+            self.rated_movies = tf.constant(rated.movies.astype(np.int32))
         self.catalogue = tf.constant(catalogue, tf.int32)
         column = np.full(n_movies, -1, np.int32)
         column[catalogue] = np.arange(len(catalogue), dtype=np.int32)
         self.column = tf.constant(column)  # full pool: a movie's column
         self.cdf = tf.constant(np.cumsum(rated.probability), tf.float64)
-        self.n_movies = n_movies
-        if self.sampled:  # the accidental hits' filter (the batch pool's mask reads the CSR)
-            words, self.bits = rated_pairs_bits(rated.indptr, rated.movies, n_movies)
-            self.rated_bits = tf.constant(words)
         p_neg = np.zeros(n_movies)
         p_neg[catalogue] = rated.probability
         p_data = np.bincount(np.asarray(data_movies, np.int64), minlength=n_movies) / max(
