@@ -113,9 +113,10 @@ class PooledNet:
         pool_grads = [tf.math.unsorted_segment_sum(gp, positives, n_pool)
                       + tf.math.unsorted_segment_sum(gn, negatives, n_pool)
                       for gp, gn in zip(pos_grads, neg_grads, strict=True)]
-        add = [None if x is None else x + y for x, y in zip(pos_dense, neg_dense, strict=True)]
-        return (terms, [x + y for x, y in zip(pos_user, neg_user, strict=True)], pool_grads,
-                add)
+        user_grads = [x + y for x, y in zip(pos_user, neg_user, strict=True)]
+        dense_grads = [None if x is None else x + y
+                       for x, y in zip(pos_dense, neg_dense, strict=True)]
+        return terms, user_grads, pool_grads, dense_grads
 
     def sampled_softmax_terms(self, user_rows, pool_rows, dense, positives, negatives,
                               log_q=None, mask=None):
