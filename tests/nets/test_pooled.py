@@ -1,14 +1,14 @@
 """The pooled pass (``pooled.PooledNet``) against the Keras model built from the same spec:
 its pair scores against the model's output on every (user, pool movie) pair and on aligned
 pairs, and both sampled softmaxes' losses and every gradient against a GradientTape through the
-model's own layers."""
+model's own layers; with each way of computing the side branch's grid of pairs."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from support.nets import KINDS, random_model, spec_of
 
-from movierec.nets.pooled import PooledNet
+from movierec.nets.pooled import PAIR_KERNELS, PooledNet
 from movierec.nets.spec import USER
 from movierec.train.steps import RowSplitModel
 
@@ -48,10 +48,11 @@ def _keras_pair_scores(split: RowSplitModel, spec, user_rows, movie_rows) -> tf.
     return tf.reshape(split.head(pairs, training=False), [-1])
 
 
+@pytest.mark.parametrize("kernel", PAIR_KERNELS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_pair_scores_are_the_keras_models_outputs(kind):
+def test_pair_scores_are_the_keras_models_outputs(kind, kernel):
     spec, split, user_rows, pool_rows, _ = _setup(kind)
-    net = PooledNet(spec)
+    net = PooledNet(spec, kernel)
     got, _ = net.scores(user_rows, pool_rows, split.dense)  # every (user, pool movie) pair
     expected = _keras_scores(split, spec, user_rows, pool_rows)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), **TOL)
@@ -69,9 +70,10 @@ def _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched):
         np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(e).numpy(), **TOL)
 
 
+@pytest.mark.parametrize("kernel", PAIR_KERNELS)
 @pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
-def test_softmax_loss_and_grads_match_keras_tape(kind, compiled):
+def test_softmax_loss_and_grads_match_keras_tape(kind, compiled, kernel):
     spec, split, user_rows, pool_rows, pool = _setup(kind, seed=3)
     rng = np.random.default_rng(5)
     positives = tf.constant(rng.integers(0, P, B).astype(np.int32))
@@ -93,8 +95,7 @@ def test_softmax_loss_and_grads_match_keras_tape(kind, compiled):
         loss = tf.reduce_sum(terms) / scale
     expected = tape.gradient(loss, watched)
 
-    net = PooledNet(spec)
-    call = net.softmax_loss_and_grads
+    call = PooledNet(spec, kernel).softmax_loss_and_grads
     if compiled:
         call = tf.function(call)
     got_terms, user_grads, pool_grads, dense_grads = call(
@@ -103,9 +104,10 @@ def test_softmax_loss_and_grads_match_keras_tape(kind, compiled):
     _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched)
 
 
+@pytest.mark.parametrize("kernel", PAIR_KERNELS)
 @pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
-def test_sampled_softmax_loss_and_grads_match_keras_tape(kind, compiled):
+def test_sampled_softmax_loss_and_grads_match_keras_tape(kind, compiled, kernel):
     spec, split, user_rows, pool_rows, _ = _setup(kind, seed=4)
     rng = np.random.default_rng(6)
     positives = rng.integers(0, P, B).astype(np.int32)  # pool columns, some shared
@@ -129,14 +131,14 @@ def test_sampled_softmax_loss_and_grads_match_keras_tape(kind, compiled):
         loss = tf.reduce_sum(terms) / scale
     expected = tape.gradient(loss, watched)
 
-    call = PooledNet(spec).sampled_softmax_loss_and_grads
+    call = PooledNet(spec, kernel).sampled_softmax_loss_and_grads
     if compiled:
         call = tf.function(call)
     got_terms, user_grads, pool_grads, dense_grads = call(
         user_rows, pool_rows, list(split.dense), positives, negatives, scale, log_q)
     np.testing.assert_allclose(got_terms.numpy(), terms.numpy(), **TOL)
     _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched)
-    forward = PooledNet(spec).sampled_softmax_terms(user_rows, pool_rows, list(split.dense),
+    forward = PooledNet(spec, kernel).sampled_softmax_terms(user_rows, pool_rows, list(split.dense),
                                                     positives, negatives, log_q)
     np.testing.assert_allclose(forward.numpy(), terms.numpy(), **TOL)
 
@@ -145,3 +147,9 @@ def test_dropout_is_refused_with_a_clear_error():
     spec = spec_of("residual", N_USERS, N_MOVIES, K, H, dropout=0.2, objective="bce")
     with pytest.raises(ValueError, match=r"PooledNet: received dropout=0.2 \(expected 0"):
         PooledNet(spec)
+
+
+def test_an_unknown_kernel_is_refused_with_a_clear_error():
+    spec = spec_of("residual", N_USERS, N_MOVIES, K, H, objective="bce")
+    with pytest.raises(ValueError, match=r"received kernel='cuda' \(expected one of numba"):
+        PooledNet(spec, "cuda")

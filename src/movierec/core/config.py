@@ -37,6 +37,9 @@ NEGATIVE_SAMPLING = ("uniform", "popularity")
 # What the softmax objective scores each positive against (movierec.train.pools): the batch's
 # pool (its positives and the sampled movies), or its own movie and the sampled movies only.
 POOLS = ("batch", "sampled")
+# How the softmax computes the side branch's (user, pool movie) pairs (movierec.nets.pooled):
+# fused CPU kernels, or TensorFlow ops (for accelerators). The same values either way.
+PAIR_KERNELS = ("numba", "tensorflow")
 # Where training runs (movierec.train.distribute explains each).
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # How preprocess splits the ratings (movierec.data.splits explains each).
@@ -120,6 +123,7 @@ class TrainParams:
     negatives: int = 4
     negative_sampling: str = "uniform"
     pool: str = "batch"
+    pair_kernel: str = "numba"
     ndcg_k: int = 10
     ndcg_users: int = 0
     strategy: str = "default"
@@ -177,6 +181,8 @@ class TrainParams:
         _expect(self.negative_sampling in NEGATIVE_SAMPLING, f"{prefix}.negative_sampling",
                 self.negative_sampling, "one of " + ", ".join(NEGATIVE_SAMPLING))
         _expect(self.pool in POOLS, f"{prefix}.pool", self.pool, "one of " + ", ".join(POOLS))
+        _expect(self.pair_kernel in PAIR_KERNELS, f"{prefix}.pair_kernel", self.pair_kernel,
+                "one of " + ", ".join(PAIR_KERNELS))
         _expect(self.ndcg_users >= 0, f"{prefix}.ndcg_users", self.ndcg_users,
                 "0 (every user) or the size of a seeded sample of users")
         _expect(self.strategy in STRATEGIES, f"{prefix}.strategy", self.strategy,

@@ -24,23 +24,34 @@ The loss here is the sampled softmax, in two shapes:
 
 Gradients are those of ``L = sum(terms) / scale``, as in :mod:`movierec.nets.fused`: one
 gradient row per user of the batch and per movie of the pool (duplicates not summed).
+
+The side branch's (B, P) grid of pairs is most of a step's work. ``kernel="tensorflow"``
+builds it from TensorFlow ops ((B, P, H) tensors, an exp per entry: right for accelerators);
+``kernel="numba"`` runs the fused CPU kernels of :mod:`movierec.nets.pair_kernels` through
+``tf.numpy_function`` (no (B, P, H) tensor, no exp per entry: about 20x less time per pair on a
+CPU). Both compute the same values to float32 rounding.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from movierec.core.config import PAIR_KERNELS
+from movierec.nets.pair_kernels import side_grads, side_scores
 from movierec.nets.spec import MOVIE, USER, NetSpec
 
 
 class PooledNet:
     """The pair-decomposed pass of the network ``spec`` describes (no dropout)."""
 
-    def __init__(self, spec: NetSpec):
+    def __init__(self, spec: NetSpec, kernel: str = "numba"):
         if spec.dropout:
             raise ValueError(f"PooledNet: received dropout={spec.dropout!r} (expected 0: the "
                              "pooled pass has no per-pair dropout masks)")
-        self.spec = spec
+        if kernel not in PAIR_KERNELS:
+            raise ValueError(f"PooledNet: received kernel={kernel!r} (expected one of "
+                             + ", ".join(PAIR_KERNELS) + ")")
+        self.spec, self.kernel = spec, kernel
         self.k = spec.latent_dim
         # The user tables' rows and the movie tables' rows, each in the order of spec.tables.
         self.user_roles = tuple(t.name for t in spec.tables if t.reads == USER)
@@ -57,9 +68,10 @@ class PooledNet:
 
     def scores(self, user_rows, pool_rows, dense):
         """(B, P) scores of every (user, pool movie) pair, and what the backward reuses (elu's
-        output, (B, P, H), or None without the side branch). ``user_rows``: the rows of the
-        users' tables for the batch's users (``user_roles``); ``pool_rows``: the movie tables'
-        rows for the pool (``pool_roles``)."""
+        output, (B, P, H), or with the numba kernel the projections (U, V); None without the
+        side branch). ``user_rows``: the rows of the users' tables for the batch's users
+        (``user_roles``); ``pool_rows``: the movie tables' rows for the pool
+        (``pool_roles``)."""
         u, m, bu, bm = self._parts(user_rows, pool_rows)
         s, a = 0.0, None
         if self.spec.has_main:
@@ -69,9 +81,16 @@ class PooledNet:
             w1 = tf.convert_to_tensor(dense[d["hidden/kernel"]])
             big_u = tf.matmul(u, w1[:self.k])
             big_v = tf.nn.bias_add(tf.matmul(m, w1[self.k:]), dense[d["hidden/bias"]])
-            a = tf.nn.elu(big_u[:, None, :] + big_v[None, :, :])
             w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
-            s = s + tf.tensordot(a, w2, 1) + dense[d["side_out/bias"]]
+            if self.kernel == "numba":
+                side = tf.numpy_function(side_scores, [big_u, big_v, w2], tf.float32,
+                                         stateful=False)
+                side = tf.reshape(side, [tf.shape(big_u)[0], tf.shape(big_v)[0]])
+                a = (big_u, big_v)
+            else:
+                a = tf.nn.elu(big_u[:, None, :] + big_v[None, :, :])
+                side = tf.tensordot(a, w2, 1)
+            s = s + side + dense[d["side_out/bias"]]
         return s, a
 
     def pair_scores(self, user_rows, movie_rows, dense):
@@ -164,7 +183,8 @@ class PooledNet:
         return tf.nn.sparse_softmax_cross_entropy_with_logits(positives, logits), logits, a
 
     def backward(self, user_rows, pool_rows, dense, g, a):
-        """Row and dense gradients from ``g`` = dL/d scores (B, P) and elu's output ``a``."""
+        """Row and dense gradients from ``g`` = dL/d scores (B, P) and what :meth:`scores`
+        returned for the backward, ``a``."""
         u, m, _, _ = self._parts(user_rows, pool_rows)
         d = self._d
         user_grads: list = [None] * len(user_rows)
@@ -180,12 +200,9 @@ class PooledNet:
         if self.spec.has_side:
             w1 = dense[d["hidden/kernel"]]
             w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
-            dense_grads[d["side_out/kernel"]] = tf.reshape(tf.einsum("bp,bph->h", g, a),
-                                                           [-1, 1])
+            d_big_u, d_big_v, d_w2 = self._side_backward(g, a, w2)
+            dense_grads[d["side_out/kernel"]] = tf.reshape(d_w2, [-1, 1])
             dense_grads[d["side_out/bias"]] = tf.reshape(tf.reduce_sum(g), [1])
-            dz = tf.raw_ops.EluGrad(gradients=g[:, :, None] * w2, outputs=a)
-            d_big_u = tf.reduce_sum(dz, 1)  # (B, H)
-            d_big_v = tf.reduce_sum(dz, 0)  # (P, H)
             dense_grads[d["hidden/kernel"]] = tf.concat(
                 [tf.matmul(u, d_big_u, transpose_a=True),
                  tf.matmul(m, d_big_v, transpose_a=True)], 0)
@@ -195,6 +212,17 @@ class PooledNet:
         user_grads[self._u["user_embedding"]] = du
         pool_grads[self._p["movie_embedding"]] = dm
         return user_grads, pool_grads, dense_grads
+
+    def _side_backward(self, g, a, w2):
+        """(dU (B, H), dV (P, H), dw2 (H,)) of the side branch's grid from ``g`` (B, P)."""
+        if self.kernel == "numba":
+            big_u, big_v = a
+            d_u, d_v, d_w2 = tf.numpy_function(side_grads, [big_u, big_v, w2, g],
+                                               [tf.float32] * 3, stateful=False)
+            return (tf.reshape(d_u, tf.shape(big_u)), tf.reshape(d_v, tf.shape(big_v)),
+                    tf.reshape(d_w2, tf.shape(w2)))
+        dz = tf.raw_ops.EluGrad(gradients=g[:, :, None] * w2, outputs=a)
+        return tf.reduce_sum(dz, 1), tf.reduce_sum(dz, 0), tf.einsum("bp,bph->h", g, a)
 
     def pair_backward(self, user_rows, movie_rows, dense, g, a):
         """Row and dense gradients of the aligned pairs from ``g`` = dL/d scores (B,) and

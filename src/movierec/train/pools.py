@@ -24,33 +24,29 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from numba import njit
 
 from movierec.train.negatives import NegativeSampler
 
-# Fibonacci hashing's multiplier (2^64 / the golden ratio, odd), as a signed 64-bit number: the
-# top bits of key x multiplier (wrapping) spread consecutive keys over the whole table.
-HASH_MULTIPLIER = -7046029254386353131  # 0x9E3779B97F4A7C15
-BITS_PER_PAIR = 64  # the set's false-positive rate is about 1 / BITS_PER_PAIR
 
+@njit(nogil=True, cache=True)
+def _rated_grid(indptr, rated, users, movies, n_movies):
+    """(B, P) bool: True where user ``users[b]`` rated movie ``movies[p]`` (CSR by user).
 
-def _pair_hash(keys, bits: int, shift=np.right_shift, mask=np.bitwise_and):
-    """The slot of each int64 key ``user * n_movies + movie`` in a set of 2^bits slots (NumPy's
-    operators by default; TensorFlow's for the same numbers inside a step)."""
-    return mask(shift(keys * HASH_MULTIPLIER, 64 - bits), (1 << bits) - 1)
-
-
-def rated_pairs_bits(indptr: np.ndarray, movies: np.ndarray, n_movies: int
-                     ) -> tuple[np.ndarray, int]:
-    """(words, bits): the rated pairs of a CSR by user (``indptr``, ``movies``) as a bit set of
-    2^bits bits in int32 words, a pair's bit at its :func:`_pair_hash` slot."""
-    counts = np.diff(indptr)
-    bits = max(16, int(np.ceil(np.log2(max(len(movies), 1) * BITS_PER_PAIR))))
-    keys = np.repeat(np.arange(len(counts), dtype=np.int64), counts) * n_movies + movies
-    with np.errstate(over="ignore"):
-        slot = _pair_hash(keys, bits)
-    words = np.zeros(1 << (bits - 5), np.uint32)
-    np.bitwise_or.at(words, slot >> 5, np.left_shift(np.uint32(1), (slot & 31).astype(np.uint32)))
-    return words.view(np.int32), bits
+    Each batch user's ratings are read once, in order, and looked up in a per-call table from
+    movie to pool column: the work is the batch users' ratings, not every pair times a search.
+    """
+    column = np.full(n_movies, -1, np.int32)
+    for p in range(len(movies)):
+        column[movies[p]] = p
+    out = np.zeros((len(users), len(movies)), np.bool_)
+    for b in range(len(users)):
+        u = users[b]
+        for i in range(indptr[u], indptr[u + 1]):
+            c = column[rated[i]]
+            if c >= 0:
+                out[b, c] = True
+    return out
 
 
 class Pools:
@@ -70,12 +66,9 @@ class Pools:
         self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
         self.seed = seed
         self.n_movies = n_movies
-        if self.sampled:  # the accidental hits' filter: a bit set of the rated pairs
-            words, self.bits = rated_pairs_bits(rated.indptr, rated.movies, n_movies)
-            self.rated_bits = tf.constant(words)
-        else:  # each user's rated movies, CSR by user: the mask reads the batch users' rows
-            self.indptr = tf.constant(rated.indptr.astype(np.int64))
-            self.rated_movies = tf.constant(rated.movies.astype(np.int32))
+        # Each user's rated movies, CSR by user: the masks read the batch users' rows.
+        self.indptr = np.ascontiguousarray(rated.indptr, np.int64)
+        self.rated_movies = np.ascontiguousarray(rated.movies, np.int32)
         self.catalogue = tf.constant(catalogue, tf.int32)
         column = np.full(n_movies, -1, np.int32)
         column[catalogue] = np.arange(len(catalogue), dtype=np.int32)
@@ -108,14 +101,16 @@ class Pools:
         return movies, where[:n], drawn, tf.gather(self.log_q, movies)
 
     def sampled_mask(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
-        """(B, N) True where user b (probably) rated movie n: every rated pair, and about
-        1 / BITS_PER_PAIR of the others (the bit set's false positives)."""
-        keys = (tf.cast(users, tf.int64)[:, None] * self.n_movies
-                + tf.cast(movies, tf.int64)[None, :])
-        slot = _pair_hash(keys, self.bits, tf.bitwise.right_shift, tf.bitwise.bitwise_and)
-        word = tf.gather(self.rated_bits, tf.bitwise.right_shift(slot, 5))
-        bit = tf.bitwise.right_shift(word, tf.cast(tf.bitwise.bitwise_and(slot, 31), tf.int32))
-        return tf.bitwise.bitwise_and(bit, 1) > 0
+        """(B, N) True where user b rated movie n (an accidental hit)."""
+        return self._rated(users, movies)
+
+    def _rated(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
+        """(B, P) True where user b rated movie p: a fused CPU kernel through
+        ``tf.numpy_function``, which reads the CSR arrays in place (no graph constants)."""
+        def grid(u, m):
+            return _rated_grid(self.indptr, self.rated_movies, u, m, self.n_movies)
+        out = tf.numpy_function(grid, [users, movies], tf.bool, stateful=False)
+        return tf.reshape(out, [tf.size(users), tf.size(movies)])
 
     def _draw(self, step: tf.Tensor) -> tf.Tensor:
         seed = tf.stack([tf.cast(self.seed, tf.int64), tf.cast(step, tf.int64)])
@@ -124,26 +119,6 @@ class Pools:
         return tf.gather(self.catalogue, tf.minimum(pick, tf.size(self.catalogue) - 1))
 
     def mask(self, users: tf.Tensor, movies: tf.Tensor, columns: tf.Tensor) -> tf.Tensor:
-        """(b, P) True where user b rated pool movie p and p is not b's positive column.
-
-        Each user's rated movies (their CSR row) are looked up in the sorted pool, which is
-        small: the work grows with the batch users' ratings, not with every (user, pool movie)
-        pair times the log of all ratings."""
-        starts = tf.gather(self.indptr, users)
-        lengths = tf.cast(tf.gather(self.indptr, users + 1) - starts, tf.int32)
-        rows = tf.repeat(tf.range(tf.size(users)), lengths)  # which batch user rated it
-        # Each rated entry's position in the CSR arrays: its row's start plus its rank there.
-        first = tf.cumsum(lengths, exclusive=True)
-        rank = tf.range(tf.reduce_sum(lengths)) - tf.gather(first, rows)
-        rated = tf.gather(self.rated_movies, tf.gather(starts, rows) + tf.cast(rank, tf.int64))
-        order = tf.argsort(movies)
-        ranked = tf.gather(movies, order)
-        at = tf.minimum(tf.searchsorted(ranked, rated), tf.size(movies) - 1)
-        hit = tf.cast(tf.equal(tf.gather(ranked, at), rated), tf.int32)
-        n_pool = tf.size(movies)
-        # A miss adds 0 wherever it points, so no entry needs filtering out.
-        counts = tf.math.unsorted_segment_sum(hit, rows * n_pool + tf.gather(order, at),
-                                              tf.size(users) * n_pool)
-        hits = tf.reshape(counts, [tf.size(users), n_pool]) > 0
+        """(b, P) True where user b rated pool movie p and p is not b's positive column."""
         own = tf.equal(tf.range(tf.size(movies))[None, :], columns[:, None])
-        return hits & ~own
+        return self._rated(users, movies) & ~own

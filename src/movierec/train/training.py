@@ -99,7 +99,7 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
                       params.seed, sampled=params.pool == "sampled")
     return centred, TrainLoop(RowSplitModel(centred, spec), params.batch_size,
                               UpdateRule.from_params(params), place.strategy, seed=params.seed,
-                              pools=pools)
+                              pools=pools, pair_kernel=params.pair_kernel)
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
