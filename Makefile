@@ -7,6 +7,7 @@
 #   make bench      the training speed benchmark at MovieLens-20M scale (not a test)
 #   make bench-recommend  the recommend stage at MovieLens-20M scale
 #   make bench-ranking    an epoch with negatives per objective at MovieLens-20M scale
+#   make bench-pipeline   the ranking configuration's whole pipeline at MovieLens-20M scale
 #   make bench-ease       the evaluate stage's EASE baseline at MovieLens-20M scale
 #   make bench-serve      the recommendation service under load at MovieLens-20M scale
 PYTHON ?= python3
@@ -19,7 +20,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # DVC's usage analytics would send traffic out; this project sends none.
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser pipeline test test-fast bench bench-recommend bench-ranking bench-ease bench-serve
+.PHONY: install browser pipeline test test-fast bench bench-recommend bench-ranking bench-pipeline bench-ease bench-serve
 
 # uv installs the project and its pinned dependencies: the same packages as pip, resolved and
 # installed in seconds where pip takes about a minute (docs/development.md).
@@ -80,6 +81,9 @@ bench-recommend: install
 
 bench-ranking: install
 	python -m benchmarks ranking
+
+bench-pipeline: install
+	python -m benchmarks pipeline
 
 bench-ease: install
 	python -m benchmarks ease

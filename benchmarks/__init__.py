@@ -7,6 +7,7 @@ Run from the checkout, in the project's virtualenv::
     python -m benchmarks ingest
     python -m benchmarks recommend  # or: make bench-recommend
     python -m benchmarks ranking    # or: make bench-ranking
+    python -m benchmarks pipeline   # or: make bench-pipeline
     python -m benchmarks ease       # or: make bench-ease
     python -m benchmarks serve      # or: make bench-serve
     python -m benchmarks <name> --help   # sizes, steps, seeds, a folder to keep the data in
@@ -24,6 +25,8 @@ What each measures, on the full-size synthetic twin of MovieLens-20M by default:
   command's latency per user.
 - ``ranking`` (:mod:`benchmarks.ranking`): one epoch with sampled negatives per objective
   (rating, bce, bpr): building its examples, the time per step, and the ranking probe.
+- ``pipeline`` (:mod:`benchmarks.pipeline`): the ranking configuration's whole pipeline,
+  ingest to evaluate, each stage's time and peak memory and the total.
 - ``ease`` (:mod:`benchmarks.ease`): the evaluate stage's EASE baseline (lambda grid, fit, top-k
   lists), its time and peak memory, and what restricting it to the most-rated movies costs.
 - ``serve`` (:mod:`benchmarks.serve`): the recommendation service under a bounded load on

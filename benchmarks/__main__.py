@@ -1,15 +1,15 @@
-"""``python -m benchmarks speed|ingest|recommend|ranking|ease|serve [options]``: see the package's
-docstring for what each measures."""
+"""``python -m benchmarks speed|ingest|recommend|ranking|pipeline|ease|serve [options]``: see the
+package's docstring for what each measures."""
 
 from __future__ import annotations
 
 import argparse
 
 import benchmarks
-from benchmarks import common, ease, ingest, ranking, recommend, serve, speed
+from benchmarks import common, ease, ingest, pipeline, ranking, recommend, serve, speed
 
 COMMANDS = {"ingest": ingest, "speed": speed, "recommend": recommend, "ranking": ranking,
-            "ease": ease, "serve": serve}
+            "pipeline": pipeline, "ease": ease, "serve": serve}
 
 
 def main(argv: list[str] | None = None) -> None:

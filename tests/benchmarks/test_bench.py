@@ -91,3 +91,16 @@ def test_bench_serve_loads_the_service_and_reports_latency(bench, tmp_path):
         assert re.search(rf"^{label}: [\d,]+ requests, \d+ requests/s, latency p50 [\d.]+ ms, "
                          r"p90 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms; 0 errors$", out, re.M), out
     assert re.search(r"^in this process, no HTTP, n=50 \(scored on request\): median", out, re.M)
+
+
+def test_bench_pipeline_runs_every_stage_of_the_ranking_configuration(bench, tmp_path):
+    out = bench("pipeline", "--n-ratings", "20000", "--set", "train.epochs=2",
+                "--set", "patience=1", "--workdir", str(tmp_path))
+    assert '"objective": "softmax"' in out and '"epochs": 2' in out
+    for stage in ("ingest", "preprocess", "train", "recommend", "evaluate"):
+        assert re.search(rf"^{stage}: [\d.]+ s, peak memory [\d,]+ MiB$", out, re.M)
+    assert re.search(r"^whole pipeline, ingest to evaluate: \d+ s", out, re.M)
+    for row in ("model", "ease", "popularity"):
+        assert re.search(rf"^{row}: .*ndcg 0\.\d{{4}}", out, re.M)
+    with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+        bench("pipeline", "--set", "epochs", "--workdir", str(tmp_path))
