@@ -6,9 +6,9 @@ copies are apart.
     python tests/support/distributed_child.py STRATEGY CPU_REPLICAS OBJECTIVES OUT.npz [KEY=VAL ...]
 
 OBJECTIVES is one objective or a comma list (``softmax-sampled``: softmax with
-``train.pool=sampled``), trained one after the other in this process (each from its own seeded
-start); with several, each one's weights go to OUT-<objective>.npz, and
-each prints its own report line.
+``train.pool=sampled``, a quarter of the batch's positives shared as negatives), trained one
+after the other in this process (each from its own seeded start); with several, each one's
+weights go to OUT-<objective>.npz, and each prints its own report line.
 
 With ``multi_worker`` it is one task of the cluster in ``TF_CONFIG`` (the chief or a worker, as
 TF_CONFIG says); a lost cluster ends it with one ``error:`` line. Options: ``batch_size``,
@@ -57,7 +57,8 @@ def main(strategy: str, cpu_replicas: str, objectives: str, out: str, *options: 
         # One process trains each objective in turn: the strategy is set up once per process.
         path = out if len(names) == 1 else out.replace(".npz", f"-{objective}.npz")
         name, _, pool = objective.partition("-")
-        report = _train(dataclasses.replace(params, objective=name, pool=pool or "batch"),
+        report = _train(dataclasses.replace(params, objective=name, pool=pool or "batch",
+                                            batch_negatives=params.batch_size // 4 if pool else 0),
                         place, data, opts, path)
         print(json.dumps({"objective": objective, **report}), flush=True)
 

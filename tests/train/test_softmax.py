@@ -73,6 +73,26 @@ def test_sampled_pool_keeps_the_draws_apart_and_corrects_for_them_alone():
     np.testing.assert_allclose(np.exp(log_q), (1 - (1 - p_neg) ** 8)[pool], rtol=1e-5)
 
 
+def test_sampled_pool_with_batch_negatives_shares_the_first_positives_and_corrects_for_them():
+    users, movies = _rated()
+    sampler = NegativeSampler(users, movies, N_USERS, N_MOVIES)
+    pools = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=5, sampled=True, batch_negatives=5)
+    positives = tf.constant(movies[:BATCH])
+    pool, _, drawn, log_q = (t.numpy() for t in pools.sampled_pool(positives,
+                                                                   tf.constant(3)))
+    alone = Pools(sampler, movies, N_MOVIES, 8, BATCH, seed=5, sampled=True)
+    _, _, drawn_alone, _ = (t.numpy() for t in alone.sampled_pool(positives, tf.constant(3)))
+    # The shared negatives: the first 5 positives' movies and the same draws, each once.
+    assert len(np.unique(drawn)) == len(drawn)
+    assert set(pool[drawn]) == set(movies[:5]) | set(pool[drawn_alone])
+    # log q: the chance of being among 5 data draws or N sampler draws.
+    p_data = np.bincount(movies, minlength=N_MOVIES) / len(movies)
+    p_neg = np.zeros(N_MOVIES)
+    p_neg[sampler.catalogue] = sampler.probability
+    q = 1 - (1 - p_data) ** 5 * (1 - p_neg) ** 8
+    np.testing.assert_allclose(np.exp(log_q), q[pool], rtol=1e-5)
+
+
 def test_sampled_mask_is_exactly_the_rated_pairs():
     rng = np.random.default_rng(0)
     n_users, n_movies = 300, 200
@@ -87,6 +107,9 @@ def test_sampled_mask_is_exactly_the_rated_pairs():
     rated[users, movies] = True
     np.testing.assert_array_equal(found, rated[batch][:, drawn])
     assert found.any() and not found.all()
+    threaded = Pools(sampler, movies, n_movies, 16, 64, seed=1, sampled=True, threads=2)
+    np.testing.assert_array_equal(
+        threaded.sampled_mask(tf.constant(batch), tf.constant(drawn)).numpy(), found)
 
 
 def test_mask_is_every_rated_pool_movie_but_the_positive_and_full_pool_is_the_catalogue():

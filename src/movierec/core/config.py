@@ -124,6 +124,7 @@ class TrainParams:
     negative_sampling: str = "uniform"
     pool: str = "batch"
     pair_kernel: str = "numba"
+    batch_negatives: int = 0
     ndcg_k: int = 10
     ndcg_users: int = 0
     strategy: str = "default"
@@ -181,6 +182,8 @@ class TrainParams:
         _expect(self.negative_sampling in NEGATIVE_SAMPLING, f"{prefix}.negative_sampling",
                 self.negative_sampling, "one of " + ", ".join(NEGATIVE_SAMPLING))
         _expect(self.pool in POOLS, f"{prefix}.pool", self.pool, "one of " + ", ".join(POOLS))
+        _expect(0 <= self.batch_negatives <= self.batch_size, f"{prefix}.batch_negatives",
+                self.batch_negatives, f"an integer in [0, batch_size = {self.batch_size}]")
         _expect(self.pair_kernel in PAIR_KERNELS, f"{prefix}.pair_kernel", self.pair_kernel,
                 "one of " + ", ".join(PAIR_KERNELS))
         _expect(self.ndcg_users >= 0, f"{prefix}.ndcg_users", self.ndcg_users,

@@ -37,21 +37,21 @@ from __future__ import annotations
 import tensorflow as tf
 
 from movierec.core.config import PAIR_KERNELS
-from movierec.nets.pair_kernels import side_grads, side_scores
+from movierec.nets.pair_kernels import sampled_softmax_rows, side_grads, side_scores
 from movierec.nets.spec import MOVIE, USER, NetSpec
 
 
 class PooledNet:
     """The pair-decomposed pass of the network ``spec`` describes (no dropout)."""
 
-    def __init__(self, spec: NetSpec, kernel: str = "numba"):
+    def __init__(self, spec: NetSpec, kernel: str = "numba", threads: int = 1):
         if spec.dropout:
             raise ValueError(f"PooledNet: received dropout={spec.dropout!r} (expected 0: the "
                              "pooled pass has no per-pair dropout masks)")
         if kernel not in PAIR_KERNELS:
             raise ValueError(f"PooledNet: received kernel={kernel!r} (expected one of "
                              + ", ".join(PAIR_KERNELS) + ")")
-        self.spec, self.kernel = spec, kernel
+        self.spec, self.kernel, self.threads = spec, kernel, threads
         self.k = spec.latent_dim
         # The user tables' rows and the movie tables' rows, each in the order of spec.tables.
         self.user_roles = tuple(t.name for t in spec.tables if t.reads == USER)
@@ -120,14 +120,21 @@ class PooledNet:
         dense = [tf.convert_to_tensor(v) for v in dense]
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
-        terms, logits, a_pos, a_neg = self._sampled_forward(user_rows, pos_rows, neg_rows, dense,
-                                                            positives, negatives, log_q, mask)
-        g = tf.nn.softmax(logits)  # column 0 is the positive's
-        g = (g - tf.one_hot(tf.zeros_like(positives), tf.shape(g)[1], dtype=g.dtype)) / scale
-        pos_user, pos_grads, pos_dense = self.pair_backward(user_rows, pos_rows, dense,
-                                                            g[:, 0], a_pos)
-        neg_user, neg_grads, neg_dense = self.backward(user_rows, neg_rows, dense, g[:, 1:],
-                                                       a_neg)
+        if self.kernel == "numba":
+            terms, g_own, a_pos, g_neg, side = self._fused_rows(
+                user_rows, pos_rows, neg_rows, dense, positives, negatives, scale, log_q, mask)
+            neg_user, neg_grads, neg_dense = self._assemble(user_rows, neg_rows, dense, g_neg,
+                                                            side)
+        else:
+            terms, logits, a_pos, a_neg = self._sampled_forward(
+                user_rows, pos_rows, neg_rows, dense, positives, negatives, log_q, mask)
+            g = tf.nn.softmax(logits)  # column 0 is the positive's
+            g = (g - tf.one_hot(tf.zeros_like(positives), tf.shape(g)[1], dtype=g.dtype)) / scale
+            g_own = g[:, 0]
+            neg_user, neg_grads, neg_dense = self.backward(user_rows, neg_rows, dense, g[:, 1:],
+                                                           a_neg)
+        pos_user, pos_grads, pos_dense = self.pair_backward(user_rows, pos_rows, dense, g_own,
+                                                            a_pos)
         n_pool = tf.shape(pool_rows[0])[0]
         pool_grads = [tf.math.unsorted_segment_sum(gp, positives, n_pool)
                       + tf.math.unsorted_segment_sum(gn, negatives, n_pool)
@@ -142,8 +149,51 @@ class PooledNet:
         """(terms (B,)): the forward pass of :meth:`sampled_softmax_loss_and_grads`."""
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
+        if self.kernel == "numba":
+            return self._fused_rows(user_rows, pos_rows, neg_rows, dense, positives, negatives,
+                                    tf.constant(1.0), log_q, mask, grads=False)[0]
         return self._sampled_forward(user_rows, pos_rows, neg_rows, dense, positives,
                                      negatives, log_q, mask)[0]
+
+    def _fused_rows(self, user_rows, pos_rows, neg_rows, dense, positives, negatives, scale,
+                    log_q, mask, grads=True):
+        """The sampled softmax's shared columns by one fused kernel
+        (``pair_kernels.sampled_softmax_rows``): (terms, dL/d own logits, what
+        :meth:`pair_backward` reuses, dL/d shared logits (B, N), the side branch's (dU, dV,
+        dw2) or None). The own pairs and the dot-product branch's products stay here."""
+        s_pos, a_pos = self.pair_scores(user_rows, pos_rows, dense)
+        u, m, bu, bm = self._parts(user_rows, neg_rows)
+        n_rows, n_cols = tf.shape(u)[0], tf.shape(m)[0]
+        col_bias = tf.zeros([n_cols])
+        if log_q is not None:
+            s_pos = s_pos - tf.gather(log_q, positives)
+            col_bias -= tf.gather(log_q, negatives)
+        dot, row_bias = tf.zeros([0, 0]), tf.zeros([n_rows])
+        if self.spec.has_main:
+            dot, row_bias, col_bias = (tf.matmul(u, m, transpose_b=True), bu[:, 0],
+                                       col_bias + bm[:, 0])
+        big_u, big_v, w2 = tf.zeros([n_rows, 0]), tf.zeros([n_cols, 0]), tf.zeros([0])
+        if self.spec.has_side:
+            d = self._d
+            w1 = dense[d["hidden/kernel"]]
+            big_u = tf.matmul(u, w1[:self.k])
+            big_v = tf.nn.bias_add(tf.matmul(m, w1[self.k:]), dense[d["hidden/bias"]])
+            w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
+            col_bias += dense[d["side_out/bias"]]
+        hits = tf.zeros([n_rows, n_cols], tf.bool) if mask is None else mask
+        outs = tf.numpy_function(
+            lambda *a: sampled_softmax_rows(*a, grads=grads, threads=self.threads),
+            [dot, row_bias, col_bias, s_pos, big_u, big_v, w2, positives, negatives, hits,
+             scale], [tf.float32] * 6, stateful=False)
+        terms = tf.reshape(outs[0], [n_rows])
+        if not grads:
+            return terms, None, None, None, None
+        g_neg = tf.reshape(outs[1], [n_rows, n_cols])
+        side = None
+        if self.spec.has_side:
+            side = (tf.reshape(outs[3], tf.shape(big_u)), tf.reshape(outs[4], tf.shape(big_v)),
+                    tf.reshape(outs[5], tf.shape(w2)))
+        return terms, tf.reshape(outs[2], [n_rows]), a_pos, g_neg, side
 
     def _sampled_forward(self, user_rows, pos_rows, neg_rows, dense, positives, negatives,
                          log_q, mask):
@@ -185,6 +235,15 @@ class PooledNet:
     def backward(self, user_rows, pool_rows, dense, g, a):
         """Row and dense gradients from ``g`` = dL/d scores (B, P) and what :meth:`scores`
         returned for the backward, ``a``."""
+        side = None
+        if self.spec.has_side:
+            w2 = tf.reshape(dense[self._d["side_out/kernel"]], [-1])
+            side = self._side_backward(g, a, w2)
+        return self._assemble(user_rows, pool_rows, dense, g, side)
+
+    def _assemble(self, user_rows, pool_rows, dense, g, side):
+        """Row and dense gradients from ``g`` = dL/d scores (B, P) and the side branch's
+        (dU, dV, dw2) (None without one)."""
         u, m, _, _ = self._parts(user_rows, pool_rows)
         d = self._d
         user_grads: list = [None] * len(user_rows)
@@ -199,8 +258,7 @@ class PooledNet:
             pool_grads[self._p["movie_bias"]] = tf.reshape(tf.reduce_sum(g, 0), [-1, 1])
         if self.spec.has_side:
             w1 = dense[d["hidden/kernel"]]
-            w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
-            d_big_u, d_big_v, d_w2 = self._side_backward(g, a, w2)
+            d_big_u, d_big_v, d_w2 = side
             dense_grads[d["side_out/kernel"]] = tf.reshape(d_w2, [-1, 1])
             dense_grads[d["side_out/bias"]] = tf.reshape(tf.reduce_sum(g), [1])
             dense_grads[d["hidden/kernel"]] = tf.concat(

@@ -26,27 +26,32 @@ import numpy as np
 import tensorflow as tf
 from numba import njit
 
+from movierec.nets.pair_kernels import in_row_chunks
 from movierec.train.negatives import NegativeSampler
 
 
-@njit(nogil=True, cache=True)
-def _rated_grid(indptr, rated, users, movies, n_movies):
+def rated_grid(indptr, rated, users, movies, n_movies: int, threads: int = 1) -> np.ndarray:
     """(B, P) bool: True where user ``users[b]`` rated movie ``movies[p]`` (CSR by user).
 
-    Each batch user's ratings are read once, in order, and looked up in a per-call table from
-    movie to pool column: the work is the batch users' ratings, not every pair times a search.
+    Each batch user's ratings are read once, in order, and looked up in a table from movie to
+    pool column: the work is the batch users' ratings, not every pair times a search.
     """
     column = np.full(n_movies, -1, np.int32)
-    for p in range(len(movies)):
-        column[movies[p]] = p
+    column[movies] = np.arange(len(movies), dtype=np.int32)
     out = np.zeros((len(users), len(movies)), np.bool_)
-    for b in range(len(users)):
+    in_row_chunks(len(users), threads,
+                  lambda _, r0, r1: _rated_rows(r0, r1, indptr, rated, users, column, out))
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _rated_rows(r0, r1, indptr, rated, users, column, out):
+    for b in range(r0, r1):
         u = users[b]
         for i in range(indptr[u], indptr[u + 1]):
             c = column[rated[i]]
             if c >= 0:
                 out[b, c] = True
-    return out
 
 
 class Pools:
@@ -58,11 +63,15 @@ class Pools:
     """
 
     def __init__(self, rated: NegativeSampler, data_movies: np.ndarray, n_movies: int,
-                 negatives: int, batch_size: int, seed: int, sampled: bool = False):
-        self.negatives = negatives
+                 negatives: int, batch_size: int, seed: int, sampled: bool = False,
+                 batch_negatives: int = 0, threads: int = 1):
+        self.negatives, self.threads = negatives, threads
         catalogue = rated.catalogue
         self.full = negatives >= len(catalogue)
         self.sampled = sampled and not self.full
+        # sampled: how many of the batch's first positives join the sampled movies as every
+        # positive's negatives (the batch is shuffled, so they are drawn as ratings are).
+        self.batch_negatives = min(batch_negatives, batch_size) if self.sampled else 0
         self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
         self.seed = seed
         self.n_movies = n_movies
@@ -78,7 +87,9 @@ class Pools:
         p_neg[catalogue] = rated.probability
         p_data = np.bincount(np.asarray(data_movies, np.int64), minlength=n_movies) / max(
             len(data_movies), 1)
-        in_batch = 0 if self.sampled else batch_size  # the batch's positives join the pool
+        # The batch's positives (all of them, or the sampled pool's first batch_negatives)
+        # join the pool.
+        in_batch = self.batch_negatives if self.sampled else batch_size
         # log(1 - (1 - p_data)^B (1 - p_neg)^N) per movie: log1p/expm1 keep rare movies exact.
         with np.errstate(divide="ignore"):
             log_miss = (in_batch * np.log1p(-np.minimum(p_data, 1 - 1e-12))
@@ -93,11 +104,12 @@ class Pools:
         return movies, where[:tf.size(positives)], tf.gather(self.log_q, movies)
 
     def sampled_pool(self, positives: tf.Tensor, step: tf.Tensor):
-        """With ``sampled``: (pool movies (P,), each positive's column (B,), the sampled
-        movies' distinct columns (N',), log q per column (P,))."""
+        """With ``sampled``: (pool movies (P,), each positive's column (B,), the shared
+        negatives' distinct columns (N',): the sampled movies and the first
+        ``batch_negatives`` positives' movies, log q per column (P,))."""
         movies, where = tf.unique(tf.concat([positives, self._draw(step)], 0))
         n = tf.size(positives)
-        drawn, _ = tf.unique(where[n:])
+        drawn, _ = tf.unique(tf.concat([where[:self.batch_negatives], where[n:]], 0))
         return movies, where[:n], drawn, tf.gather(self.log_q, movies)
 
     def sampled_mask(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
@@ -108,7 +120,7 @@ class Pools:
         """(B, P) True where user b rated movie p: a fused CPU kernel through
         ``tf.numpy_function``, which reads the CSR arrays in place (no graph constants)."""
         def grid(u, m):
-            return _rated_grid(self.indptr, self.rated_movies, u, m, self.n_movies)
+            return rated_grid(self.indptr, self.rated_movies, u, m, self.n_movies, self.threads)
         out = tf.numpy_function(grid, [users, movies], tf.bool, stateful=False)
         return tf.reshape(out, [tf.size(users), tf.size(movies)])
 

@@ -64,7 +64,8 @@ def _held_out_loss(loop: TrainLoop, fit_df: pd.DataFrame, df: pd.DataFrame,
                 len(df), SOFTMAX_HELD_OUT_PAIRS, replace=False))
             held_users, held_movies = held_users[keep], held_movies[keep]
         pools = Pools(sampler, held_movies, n_movies, params.negatives, params.batch_size,
-                      HELD_OUT_NEGATIVES_SEED, sampled=params.pool == "sampled")
+                      HELD_OUT_NEGATIVES_SEED, sampled=params.pool == "sampled",
+                      batch_negatives=params.batch_negatives)
         u, m = (tf.constant(a.astype(np.int32)) for a in (held_users, held_movies))
 
         def pooled() -> float:

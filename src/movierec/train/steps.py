@@ -106,14 +106,15 @@ class TrainLoop(SoftmaxSteps):
 
     def __init__(self, split: RowSplitModel, batch_size: int, rule: UpdateRule | None = None,
                  strategy: tf.distribute.Strategy | None = None, seed: int = 0,
-                 pools: Pools | None = None, pair_kernel: str = "numba"):
+                 pools: Pools | None = None, pair_kernel: str = "numba", pair_threads: int = 1):
         rule = rule or UpdateRule()
         self.split, self.net = split, FusedNet(split.spec)
         if (split.spec.objective == "softmax") != (pools is not None):
             raise ValueError(f"TrainLoop: objective {split.spec.objective!r} with pools="
                              f"{pools!r} (expected pools for softmax, and only for softmax)")
         self.pools = pools
-        self.pooled = PooledNet(split.spec, pair_kernel) if pools is not None else None
+        self.pooled = (PooledNet(split.spec, pair_kernel, pair_threads) if pools is not None
+                       else None)
         self.objective, self.rule, self.seed = split.spec.objective, rule, seed
         self.batch_size = batch_size
         self.lazy = rule.table_updates == "lazy"

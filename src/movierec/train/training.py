@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,14 +93,18 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
     spec = NetSpec.for_training(params, n_users, n_movies)
     centred = build_model(spec)
     pools = None
+    # The softmax's CPU kernels use as many threads as TensorFlow's ops (0: every core).
+    pair_threads = params.intra_op_threads or os.cpu_count() or 1
     if params.objective == "softmax":
         if sampler is None:
             raise ValueError("setup: the softmax objective needs the fit ratings' sampler")
         pools = Pools(sampler, sampler.movies, n_movies, params.negatives, params.batch_size,
-                      params.seed, sampled=params.pool == "sampled")
+                      params.seed, sampled=params.pool == "sampled",
+                      batch_negatives=params.batch_negatives, threads=pair_threads)
     return centred, TrainLoop(RowSplitModel(centred, spec), params.batch_size,
                               UpdateRule.from_params(params), place.strategy, seed=params.seed,
-                              pools=pools, pair_kernel=params.pair_kernel)
+                              pools=pools, pair_kernel=params.pair_kernel,
+                              pair_threads=pair_threads)
 
 
 def train(train_df: pd.DataFrame, test_df: pd.DataFrame, n_users: int, n_movies: int,
