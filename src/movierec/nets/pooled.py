@@ -37,7 +37,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from movierec.core.config import PAIR_KERNELS
-from movierec.nets.pair_kernels import sampled_softmax_rows, side_grads, side_scores
+from movierec.nets.pair_kernels import side_grads, side_scores
+from movierec.nets.softmax_kernel import softmax_rows
 from movierec.nets.spec import MOVIE, USER, NetSpec
 
 
@@ -110,7 +111,7 @@ class PooledNet:
         return s, a
 
     def sampled_softmax_loss_and_grads(self, user_rows, pool_rows, dense, positives, negatives,
-                                       scale, log_q=None, mask=None):
+                                       scale, log_q=None, mask=None, rated=None):
         """(terms (B,), user row gradients, pool row gradients, dense gradients) of the
         sampled softmax of each user's positive (pool column ``positives[b]``) against the
         pool columns ``negatives`` (N,) only, each logit less ``log_q`` of its column, a
@@ -121,8 +122,11 @@ class PooledNet:
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
         if self.kernel == "numba":
-            terms, g_own, a_pos, g_neg, side = self._fused_rows(
-                user_rows, pos_rows, neg_rows, dense, positives, negatives, scale, log_q, mask)
+            s_pos, a_pos, label, col_shift = self._own_logits(user_rows, pos_rows, dense,
+                                                              positives, negatives, log_q)
+            terms, g_own, g_neg, side = self._fused_rows(
+                user_rows, neg_rows, dense, s_pos, label, positives, negatives, col_shift,
+                scale, mask, self._columns_rated(rated, negatives))
             neg_user, neg_grads, neg_dense = self._assemble(user_rows, neg_rows, dense, g_neg,
                                                             side)
         else:
@@ -145,30 +149,29 @@ class PooledNet:
         return terms, user_grads, pool_grads, dense_grads
 
     def sampled_softmax_terms(self, user_rows, pool_rows, dense, positives, negatives,
-                              log_q=None, mask=None):
+                              log_q=None, mask=None, rated=None):
         """(terms (B,)): the forward pass of :meth:`sampled_softmax_loss_and_grads`."""
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
         if self.kernel == "numba":
-            return self._fused_rows(user_rows, pos_rows, neg_rows, dense, positives, negatives,
-                                    tf.constant(1.0), log_q, mask, grads=False)[0]
+            s_pos, _, label, col_shift = self._own_logits(user_rows, pos_rows, dense, positives,
+                                                          negatives, log_q)
+            return self._fused_rows(user_rows, neg_rows, dense, s_pos, label, positives,
+                                    negatives, col_shift, tf.constant(1.0), mask,
+                                    self._columns_rated(rated, negatives), grads=False)[0]
         return self._sampled_forward(user_rows, pos_rows, neg_rows, dense, positives,
                                      negatives, log_q, mask)[0]
 
-    def _fused_rows(self, user_rows, pos_rows, neg_rows, dense, positives, negatives, scale,
-                    log_q, mask, grads=True):
-        """The sampled softmax's shared columns by one fused kernel
-        (``pair_kernels.sampled_softmax_rows``): (terms, dL/d own logits, what
-        :meth:`pair_backward` reuses, dL/d shared logits (B, N), the side branch's (dU, dV,
-        dw2) or None). The own pairs and the dot-product branch's products stay here."""
-        s_pos, a_pos = self.pair_scores(user_rows, pos_rows, dense)
-        u, m, bu, bm = self._parts(user_rows, neg_rows)
+    def _fused_rows(self, user_rows, col_rows, dense, own, label, pos_col, neg_col,
+                    col_shift, scale, mask, rated, grads=True):
+        """The softmax of every row over the columns ``col_rows``, by one fused kernel
+        (:func:`movierec.nets.softmax_kernel.softmax_rows`, arguments as there; ``rated``:
+        (users (B,), RatedPairs, the columns' movies (P,)) unless ``mask`` is given): (terms,
+        dL/d own logits (B,), dL/d column logits (B, P), the side branch's (dU, dV, dw2) or
+        None). The dot-product branch's products stay in TensorFlow."""
+        u, m, bu, bm = self._parts(user_rows, col_rows)
         n_rows, n_cols = tf.shape(u)[0], tf.shape(m)[0]
-        col_bias = tf.zeros([n_cols])
-        if log_q is not None:
-            s_pos = s_pos - tf.gather(log_q, positives)
-            col_bias -= tf.gather(log_q, negatives)
-        dot, row_bias = tf.zeros([0, 0]), tf.zeros([n_rows])
+        dot, row_bias, col_bias = tf.zeros([0, 0]), tf.zeros([n_rows]), col_shift
         if self.spec.has_main:
             dot, row_bias, col_bias = (tf.matmul(u, m, transpose_b=True), bu[:, 0],
                                        col_bias + bm[:, 0])
@@ -180,20 +183,47 @@ class PooledNet:
             big_v = tf.nn.bias_add(tf.matmul(m, w1[self.k:]), dense[d["hidden/bias"]])
             w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
             col_bias += dense[d["side_out/bias"]]
-        hits = tf.zeros([n_rows, n_cols], tf.bool) if mask is None else mask
+        if rated is None and mask is None:  # nothing is left out for being rated
+            mask = tf.zeros([n_rows, n_cols], tf.bool)
+        if mask is not None:
+            users, pairs, movies, hits = tf.zeros([n_rows], tf.int32), None, neg_col, mask
+        else:
+            users, pairs, movies = rated
+            hits = tf.zeros([0, 0], tf.bool)
+
+        def kernel(*a):
+            return softmax_rows(*a[:12], pairs, a[12], hits=a[13] if mask is not None else None,
+                                grads=grads, threads=self.threads)
         outs = tf.numpy_function(
-            lambda *a: sampled_softmax_rows(*a, grads=grads, threads=self.threads),
-            [dot, row_bias, col_bias, s_pos, big_u, big_v, w2, positives, negatives, hits,
-             scale], [tf.float32] * 6, stateful=False)
+            kernel, [dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col, neg_col,
+                     scale, users, movies, hits], [tf.float32] * 6, stateful=False)
         terms = tf.reshape(outs[0], [n_rows])
         if not grads:
-            return terms, None, None, None, None
-        g_neg = tf.reshape(outs[1], [n_rows, n_cols])
+            return terms, None, None, None
         side = None
         if self.spec.has_side:
             side = (tf.reshape(outs[3], tf.shape(big_u)), tf.reshape(outs[4], tf.shape(big_v)),
                     tf.reshape(outs[5], tf.shape(w2)))
-        return terms, tf.reshape(outs[2], [n_rows]), a_pos, g_neg, side
+        return (terms, tf.reshape(outs[2], [n_rows]), tf.reshape(outs[1], [n_rows, n_cols]),
+                side)
+
+    def _own_logits(self, user_rows, pos_rows, dense, positives, negatives, log_q):
+        """The sampled pool's own logits (B,), what pair_backward reuses, the label (-1: the
+        own logit) and the shared columns' logit shift (N,)."""
+        s_pos, a_pos = self.pair_scores(user_rows, pos_rows, dense)
+        col_shift = tf.zeros(tf.shape(negatives), tf.float32)
+        if log_q is not None:
+            s_pos = s_pos - tf.gather(log_q, positives)
+            col_shift = -tf.gather(log_q, negatives)
+        return s_pos, a_pos, tf.fill(tf.shape(positives), -1), col_shift
+
+    @staticmethod
+    def _columns_rated(rated, columns):
+        """``rated`` (users, RatedPairs, the pool's movies) for the pool columns ``columns``."""
+        if rated is None:
+            return None
+        users, pairs, movies = rated
+        return users, pairs, tf.gather(movies, columns)
 
     def _sampled_forward(self, user_rows, pos_rows, neg_rows, dense, positives, negatives,
                          log_q, mask):
@@ -211,26 +241,48 @@ class PooledNet:
         return terms, logits, a_pos, a_neg
 
     def softmax_loss_and_grads(self, user_rows, pool_rows, dense, positives, scale,
-                               log_q=None, mask=None):
+                               log_q=None, mask=None, rated=None):
         """(terms (B,), user row gradients, pool row gradients, dense gradients) of the
         sampled softmax. ``positives[b]``: the pool column of user b's positive movie;
         ``log_q`` (P,): subtracted from every logit of that column; ``mask`` (B, P) bool: True
         where a pair is left out (never at the positive)."""
         dense = [tf.convert_to_tensor(v) for v in dense]  # each variable read once
+        if self.kernel == "numba":
+            terms, _, g, side = self._fused_rows(user_rows, pool_rows, dense,
+                                                 *self._pool_labels(positives, pool_rows, log_q),
+                                                 scale, mask, rated)
+            return (terms, *self._assemble(user_rows, pool_rows, dense, g, side))
         terms, logits, a = self.softmax_terms(user_rows, pool_rows, dense, positives, log_q,
                                               mask)
         onehot = tf.one_hot(positives, tf.shape(logits)[1], dtype=logits.dtype)
         g = (tf.nn.softmax(logits) - onehot) / scale  # d L / d s, (B, P); 0 where masked
         return (terms, *self.backward(user_rows, pool_rows, dense, g, a))
 
-    def softmax_terms(self, user_rows, pool_rows, dense, positives, log_q=None, mask=None):
-        """(terms (B,), the corrected and masked logits (B, P), elu's output or None): the
-        sampled softmax's forward pass, arguments as :meth:`softmax_loss_and_grads`."""
+    def softmax_terms(self, user_rows, pool_rows, dense, positives, log_q=None, mask=None,
+                      rated=None):
+        """(terms (B,), the corrected and masked logits (B, P), elu's output or None; with the
+        numba kernel, terms and two None): the sampled softmax's forward pass, arguments as
+        :meth:`softmax_loss_and_grads`."""
+        if self.kernel == "numba":
+            terms = self._fused_rows(user_rows, pool_rows, dense,
+                                     *self._pool_labels(positives, pool_rows, log_q),
+                                     tf.constant(1.0), mask, rated, grads=False)[0]
+            return terms, None, None
         s, a = self.scores(user_rows, pool_rows, dense)
         logits = s if log_q is None else s - log_q[None, :]
         if mask is not None:
             logits = tf.where(mask, tf.constant(-1e30, logits.dtype), logits)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(positives, logits), logits, a
+
+    @staticmethod
+    def _pool_labels(positives, pool_rows, log_q):
+        """The batch pool's (own logits: none, label columns, pos_col, neg_col, column shift)
+        for :meth:`_fused_rows`: each row's label is its positive's column, and no column is
+        left out for being the row's own movie."""
+        n_pool = tf.shape(pool_rows[0])[0]
+        shift = tf.zeros([n_pool]) if log_q is None else -log_q
+        return (tf.zeros(tf.shape(positives), tf.float32), positives, positives,
+                tf.range(n_pool, dtype=positives.dtype), shift)
 
     def backward(self, user_rows, pool_rows, dense, g, a):
         """Row and dense gradients from ``g`` = dL/d scores (B, P) and what :meth:`scores`

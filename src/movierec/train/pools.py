@@ -24,34 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-from numba import njit
 
-from movierec.nets.pair_kernels import in_row_chunks
+from movierec.nets.softmax_kernel import RatedPairs
 from movierec.train.negatives import NegativeSampler
-
-
-def rated_grid(indptr, rated, users, movies, n_movies: int, threads: int = 1) -> np.ndarray:
-    """(B, P) bool: True where user ``users[b]`` rated movie ``movies[p]`` (CSR by user).
-
-    Each batch user's ratings are read once, in order, and looked up in a table from movie to
-    pool column: the work is the batch users' ratings, not every pair times a search.
-    """
-    column = np.full(n_movies, -1, np.int32)
-    column[movies] = np.arange(len(movies), dtype=np.int32)
-    out = np.zeros((len(users), len(movies)), np.bool_)
-    in_row_chunks(len(users), threads,
-                  lambda _, r0, r1: _rated_rows(r0, r1, indptr, rated, users, column, out))
-    return out
-
-
-@njit(nogil=True, cache=True)
-def _rated_rows(r0, r1, indptr, rated, users, column, out):
-    for b in range(r0, r1):
-        u = users[b]
-        for i in range(indptr[u], indptr[u + 1]):
-            c = column[rated[i]]
-            if c >= 0:
-                out[b, c] = True
 
 
 class Pools:
@@ -76,8 +51,8 @@ class Pools:
         self.seed = seed
         self.n_movies = n_movies
         # Each user's rated movies, CSR by user: the masks read the batch users' rows.
-        self.indptr = np.ascontiguousarray(rated.indptr, np.int64)
-        self.rated_movies = np.ascontiguousarray(rated.movies, np.int32)
+        self.pairs = RatedPairs(np.ascontiguousarray(rated.indptr, np.int64),
+                                np.ascontiguousarray(rated.movies, np.int32), n_movies)
         self.catalogue = tf.constant(catalogue, tf.int32)
         column = np.full(n_movies, -1, np.int32)
         column[catalogue] = np.arange(len(catalogue), dtype=np.int32)
@@ -120,7 +95,7 @@ class Pools:
         """(B, P) True where user b rated movie p: a fused CPU kernel through
         ``tf.numpy_function``, which reads the CSR arrays in place (no graph constants)."""
         def grid(u, m):
-            return rated_grid(self.indptr, self.rated_movies, u, m, self.n_movies, self.threads)
+            return self.pairs.grid(u, m, self.threads)
         out = tf.numpy_function(grid, [users, movies], tf.bool, stateful=False)
         return tf.reshape(out, [tf.size(users), tf.size(movies)])
 

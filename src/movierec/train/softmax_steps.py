@@ -43,11 +43,11 @@ class SoftmaxSteps:
             terms, user_grads, pool_grads, dense_grads = \
                 self.pooled.sampled_softmax_loss_and_grads(
                     user_part, pool_part, self.dense, mine_columns, drawn, scale, log_q,
-                    pools.sampled_mask(mine_users, tf.gather(pool, drawn)))
+                    **self._left_out(pools, mine_users, pool, mine_columns, drawn))
         else:
             terms, user_grads, pool_grads, dense_grads = self.pooled.softmax_loss_and_grads(
                 user_part, pool_part, self.dense, mine_columns, scale, log_q,
-                pools.mask(mine_users, pool, mine_columns))
+                **self._left_out(pools, mine_users, pool, mine_columns))
         grads = [tf.concat(user_grads, 1) if len(user_grads) > 1 else user_grads[0],
                  tf.concat(pool_grads, 1) if len(pool_grads) > 1 else pool_grads[0]]
         if rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
@@ -98,8 +98,17 @@ class SoftmaxSteps:
         if pools.sampled:
             terms = self.pooled.sampled_softmax_terms(
                 user_part, pool_part, dense, columns, drawn, log_q,
-                pools.sampled_mask(users, tf.gather(pool, drawn)))
+                **self._left_out(pools, users, pool, columns, drawn))
         else:
             terms, _, _ = self.pooled.softmax_terms(user_part, pool_part, dense, columns, log_q,
-                                                    pools.mask(users, pool, columns))
+                                                    **self._left_out(pools, users, pool, columns))
         return tf.reduce_sum(terms)
+
+    def _left_out(self, pools: Pools, users, pool, columns, drawn=None) -> dict:
+        """The pooled pass's accidental hits: the rated pairs themselves for the fused kernel
+        (it reads them row by row), a (B, columns) mask for TensorFlow's ops."""
+        if self.pooled.kernel == "numba":
+            return {"rated": (users, pools.pairs, pool)}
+        if drawn is not None:
+            return {"mask": pools.sampled_mask(users, tf.gather(pool, drawn))}
+        return {"mask": pools.mask(users, pool, columns)}

@@ -1,0 +1,260 @@
+"""The softmax objective's rows, fused: each row's logits over the shared columns, the left-out
+pairs, the softmax, its loss and every gradient of the side branch, in one CPU kernel (numba)
+and one call from TensorFlow a step.
+
+A row is a user of the batch; its label is either one of the columns (the batch pool: the
+user's positive is a pool column) or a logit of its own (the sampled pool: the positive scored
+on its own, the columns being the shared negatives). Column p's logit for row b is
+
+    dot[b, p] + row_bias[b] + col_bias[p] + sum_h w2[h] elu(U[b, h] + V[p, h])
+
+(``dot`` being the dot-product branch, computed by TensorFlow's matrix product; the side
+branch's term by the product-of-exponentials trick of :mod:`movierec.nets.pair_kernels`). A
+pair is left out (an accidental hit) where the user rated the column's movie, found by reading
+the user's ratings (CSR by user) against a table from movie to column, or given as a (B, P)
+mask; and, with an own label, where the column is the row's own movie. The label itself never
+is.
+
+Each step of the objective makes one call into Python here, rather than one per kernel: each
+call through ``tf.numpy_function`` costs a fraction of a millisecond, as much as the work of a
+small batch. tests/nets/test_softmax_kernel.py checks the results against a direct computation,
+and tests/nets/test_pooled.py every gradient against a GradientTape through the Keras model.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from movierec.nets.pair_kernels import prepared, slope
+
+# exp's Cody-Waite range reduction: x = k ln2 + r with |r| <= ln2 / 2, ln2 split in two parts
+# so that k * LN2_HI is exact in float32.
+LOG2E = np.float32(1.4426950408889634)
+LN2_HI = np.float32(0.693359375)
+LN2_LO = np.float32(-2.12194440e-4)
+EXP_FLOOR = np.float32(-87.0)  # exp below this is under float32's smallest normal: 0
+LEFT_OUT = np.float32(-1e30)  # a left-out logit, as the TensorFlow path writes it
+ROW_CHUNKS = 4  # rows are cut into this many parts, whatever the threads (fixed sum order)
+
+
+@dataclass(frozen=True)
+class RatedPairs:
+    """Who rated what, CSR by user: user u's movies are ``movies[indptr[u]:indptr[u + 1]]``."""
+
+    indptr: np.ndarray  # int64, (n_users + 1,)
+    movies: np.ndarray  # int32
+    n_movies: int
+
+    def column_table(self, columns: np.ndarray) -> np.ndarray:
+        """(n_movies,) int32: each movie's column among ``columns`` (movie ids), or -1."""
+        table = np.full(self.n_movies, -1, np.int32)
+        table[columns] = np.arange(len(columns), dtype=np.int32)
+        return table
+
+    def grid(self, users: np.ndarray, columns: np.ndarray, threads: int = 1) -> np.ndarray:
+        """(B, P) bool: True where user ``users[b]`` rated movie ``columns[p]``. Each user's
+        ratings are read once, in order: the work is the users' ratings, not every pair
+        times a search."""
+        table = self.column_table(columns)
+        out = np.zeros((len(users), len(columns)), np.bool_)
+        in_row_chunks(len(users), threads, lambda _, r0, r1: _rated_rows(
+            r0, r1, self.indptr, self.movies, users, table, out))
+        return out
+
+
+def softmax_rows(dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col, neg_col,
+                 scale, users, rated: RatedPairs | None, col_movies, hits=None, grads=True,
+                 threads=1):
+    """The softmax of every row, forward and (with ``grads``) backward, for L = sum(terms) /
+    scale.
+
+    ``dot`` (B, P) or (0, 0) without a dot-product branch; ``big_u`` (B, H), ``big_v`` (P, H),
+    ``w2`` (H,) with H = 0 without a side branch. ``label[b]``: the label's column, or -1 for
+    the own logit ``own[b]``. Left out: where user ``users[b]`` rated ``col_movies[p]``
+    (``rated``; or where ``hits`` (B, P) is True when given instead), and where ``neg_col[p]
+    == pos_col[b]``; never the label's column.
+
+    Returns (terms (B,), G = dL/d column logits (B, P), dL/d own logits (B,), dU (B, H),
+    dV (P, H), dw2 (H,)); without ``grads``, terms and empty arrays. Rows run in ``ROW_CHUNKS``
+    parts on ``threads`` threads; the results do not depend on ``threads``.
+    """
+    f32 = np.float32
+    n_rows, n_cols = len(row_bias), len(col_bias)
+    u, eu, v_t, ev_t, exact_exp = prepared(big_u, big_v)
+    w2 = np.ascontiguousarray(w2, dtype=f32)
+    dot = np.ascontiguousarray(dot, dtype=f32)
+    if hits is None:
+        table = rated.column_table(col_movies)
+        indptr, rated_movies = rated.indptr, rated.movies
+        hits = np.zeros((0, 0), np.bool_)
+    else:
+        table, indptr = np.zeros(0, np.int32), np.zeros(1, np.int64)
+        rated_movies, hits = np.zeros(0, np.int32), np.asarray(hits, np.bool_)
+    args = (dot, np.asarray(row_bias, f32), np.asarray(col_bias, f32) - w2.sum(dtype=f32),
+            np.asarray(own, f32), np.asarray(label, np.int32), u, eu, v_t, ev_t, w2, exact_exp,
+            np.asarray(pos_col, np.int32), np.asarray(neg_col, np.int32),
+            np.asarray(users, np.int64), indptr, rated_movies, table, hits,
+            f32(1.0 / scale), grads)
+    terms = np.empty(n_rows, f32)
+    shape = (n_rows, n_cols) if grads else (0, 0)
+    g, g_own = np.empty(shape, f32), np.empty(shape[0], f32)
+    d_u = np.empty((shape[0], u.shape[1]), f32)
+    parts = [(np.zeros(v_t.shape if grads else (0, 0), f32), np.zeros(len(w2), f32))
+             for _ in range(ROW_CHUNKS)]
+    in_row_chunks(n_rows, threads, lambda i, r0, r1: _softmax_rows(
+        r0, r1, *args, terms, g, g_own, d_u, *parts[i]))
+    if not grads:
+        return terms, g, g_own, d_u, np.zeros((0, 0), f32), np.zeros(0, f32)
+    d_v_t, d_w2 = parts[0]
+    for more_v, more_w in parts[1:]:  # in chunk order: the same sums on any thread count
+        d_v_t += more_v
+        d_w2 += more_w
+    d_w2 -= g.sum(dtype=f32)  # the side terms' "- 1"s, summed over the columns' pairs
+    return terms, g, g_own, d_u, np.ascontiguousarray(d_v_t.T), d_w2
+
+
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+
+
+def in_row_chunks(n_rows: int, threads: int, work) -> None:
+    """Calls ``work(i, r0, r1)`` for the ``ROW_CHUNKS`` parts of rows 0..n_rows, on
+    ``threads`` threads (``work`` is a kernel that releases the GIL). The parts are the same
+    whatever the threads, so sums a caller makes over them in order are too."""
+    bounds = np.linspace(0, n_rows, ROW_CHUNKS + 1).astype(np.int64)
+    if threads <= 1:
+        for i in range(ROW_CHUNKS):
+            work(i, bounds[i], bounds[i + 1])
+        return
+    if threads not in _EXECUTORS:
+        _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="softmax-rows")
+    list(_EXECUTORS[threads].map(lambda i: work(i, bounds[i], bounds[i + 1]),
+                                 range(ROW_CHUNKS)))
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the int32 ``bits`` (free: an LLVM bitcast)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@njit(fastmath=True, inline="always")
+def _exp_nonpositive(x):
+    """exp(x) for x <= 0, to about an ulp, 0 below ``EXP_FLOOR``. Arithmetic only (2^k is
+    built from its bits), so a loop over it vectorises, where a call to expf does not."""
+    t = max(x, EXP_FLOOR)
+    k = np.floor(t * LOG2E + np.float32(0.5))
+    r = (t - k * LN2_HI) - k * LN2_LO
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    e = p * _float32_from_bits(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
+    return e if x > EXP_FLOOR else np.float32(0.0)
+
+
+@njit(nogil=True, cache=True)
+def _rated_rows(r0, r1, indptr, movies, users, table, out):
+    for b in range(r0, r1):
+        u = users[b]
+        for i in range(indptr[u], indptr[u + 1]):
+            c = table[movies[i]]
+            if c >= 0:
+                out[b, c] = True
+
+
+@njit(fastmath=True, inline="always")
+def _row_logits(b, dot, row_bias, col_bias, u, eu, v_t, ev_t, w2, exact_exp, logits):
+    """Row b's column logits, before anything is left out."""
+    zero = np.float32(0.0)
+    for p in range(logits.shape[0]):
+        logits[p] = row_bias[b] + col_bias[p]
+    if dot.shape[0] > 0:
+        for p in range(logits.shape[0]):
+            logits[p] += dot[b, p]
+    for h in range(u.shape[1]):
+        ub, eub, w = u[b, h], eu[b, h], w2[h]
+        v, ev = v_t[h], ev_t[h]
+        for p in range(logits.shape[0]):
+            z = ub + v[p]
+            logits[p] += w * (max(z, zero) + slope(z, eub * ev[p], exact_exp))
+
+
+@njit(fastmath=True, inline="always")
+def _row_keep(b, label, pos_col, neg_col, users, indptr, movies, table, hits, keep):
+    """keep[p] = 1 for the pairs of row b that count, 0 for those left out."""
+    n_cols = keep.shape[0]
+    for p in range(n_cols):
+        keep[p] = np.float32(0.0) if neg_col[p] == pos_col[b] else np.float32(1.0)
+    if hits.shape[0] > 0:
+        for p in range(n_cols):
+            if hits[b, p]:
+                keep[p] = np.float32(0.0)
+    else:
+        user = users[b]
+        for i in range(indptr[user], indptr[user + 1]):
+            c = table[movies[i]]
+            if c >= 0:
+                keep[c] = np.float32(0.0)
+    if label[b] >= 0:
+        keep[label[b]] = np.float32(1.0)
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2,
+                  exact_exp, pos_col, neg_col, users, indptr, movies, table, hits, inv_scale,
+                  grads, terms, g, g_own, d_u, d_v_t, d_w2):
+    """Rows r0..r1 of :func:`softmax_rows`; d_v_t and d_w2 are this chunk's own."""
+    zero = np.float32(0.0)
+    n_cols, n_h = col_bias.shape[0], u.shape[1]
+    logits = np.empty(n_cols, np.float32)
+    keep = np.empty(n_cols, np.float32)
+    for b in range(r0, r1):
+        _row_logits(b, dot, row_bias, col_bias, u, eu, v_t, ev_t, w2, exact_exp, logits)
+        _row_keep(b, label, pos_col, neg_col, users, indptr, movies, table, hits, keep)
+        own_label = label[b] < 0
+        target = own[b] if own_label else logits[label[b]]
+        top = own[b] if own_label else LEFT_OUT
+        for p in range(n_cols):
+            logits[p] = logits[p] if keep[p] > 0 else LEFT_OUT
+            top = max(top, logits[p])
+        total = _exp_nonpositive(own[b] - top) if own_label else zero
+        for p in range(n_cols):
+            logits[p] = keep[p] * _exp_nonpositive(logits[p] - top)  # now exp(logit - top)
+            total += logits[p]
+        terms[b] = top + np.float32(np.log(total)) - target
+        if not grads:
+            continue
+        norm = inv_scale / total
+        g_row = g[b]
+        for p in range(n_cols):
+            g_row[p] = logits[p] * norm
+        if own_label:
+            g_own[b] = _exp_nonpositive(own[b] - top) * norm - inv_scale
+        else:
+            g_own[b] = zero
+            g_row[label[b]] -= inv_scale
+        for h in range(n_h):
+            ub, eub, w = u[b, h], eu[b, h], w2[h]
+            v, ev, dv = v_t[h], ev_t[h], d_v_t[h]
+            to_u, to_w = zero, zero
+            for p in range(n_cols):
+                z = ub + v[p]
+                s = slope(z, eub * ev[p], exact_exp)
+                to_w += g_row[p] * (max(z, zero) + s)
+                dz = g_row[p] * s
+                to_u += dz
+                dv[p] += w * dz
+            d_u[b, h] = w * to_u
+            d_w2[h] += to_w
