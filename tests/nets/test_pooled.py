@@ -48,11 +48,10 @@ def _keras_pair_scores(split: RowSplitModel, spec, user_rows, movie_rows) -> tf.
     return tf.reshape(split.head(pairs, training=False), [-1])
 
 
-@pytest.mark.parametrize("kernel", PAIR_KERNELS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_pair_scores_are_the_keras_models_outputs(kind, kernel):
+def test_pair_scores_are_the_keras_models_outputs(kind):
     spec, split, user_rows, pool_rows, _ = _setup(kind)
-    net = PooledNet(spec, kernel)
+    net = PooledNet(spec)
     got, _ = net.scores(user_rows, pool_rows, split.dense)  # every (user, pool movie) pair
     expected = _keras_scores(split, spec, user_rows, pool_rows)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), **TOL)

@@ -25,11 +25,13 @@ The loss here is the sampled softmax, in two shapes:
 Gradients are those of ``L = sum(terms) / scale``, as in :mod:`movierec.nets.fused`: one
 gradient row per user of the batch and per movie of the pool (duplicates not summed).
 
-The side branch's (B, P) grid of pairs is most of a step's work. ``kernel="tensorflow"``
-builds it from TensorFlow ops ((B, P, H) tensors, an exp per entry: right for accelerators);
-``kernel="numba"`` runs the fused CPU kernels of :mod:`movierec.nets.pair_kernels` through
-``tf.numpy_function`` (no (B, P, H) tensor, no exp per entry: about 20x less time per pair on a
-CPU). Both compute the same values to float32 rounding.
+The (B, P) grid of pairs is most of a step's work. ``kernel="tensorflow"`` builds it from
+TensorFlow ops ((B, P, H) tensors, an exp per entry: right for accelerators); with
+``kernel="numba"`` the softmaxes' loss and gradients run the fused CPU kernel of
+:mod:`movierec.nets.softmax_kernel`, one ``tf.numpy_function`` call a step (no (B, P, H)
+tensor, no exp per entry, the accidental hits read from the ratings as it goes). Both compute
+the same values to float32 rounding; :meth:`PooledNet.scores` and :meth:`PooledNet.backward`
+are TensorFlow's either way.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 from movierec.core.config import PAIR_KERNELS
-from movierec.nets.pair_kernels import side_grads, side_scores
 from movierec.nets.softmax_kernel import softmax_rows
 from movierec.nets.spec import MOVIE, USER, NetSpec
 
@@ -69,10 +70,9 @@ class PooledNet:
 
     def scores(self, user_rows, pool_rows, dense):
         """(B, P) scores of every (user, pool movie) pair, and what the backward reuses (elu's
-        output, (B, P, H), or with the numba kernel the projections (U, V); None without the
-        side branch). ``user_rows``: the rows of the users' tables for the batch's users
-        (``user_roles``); ``pool_rows``: the movie tables' rows for the pool
-        (``pool_roles``)."""
+        output, (B, P, H), or None without the side branch). ``user_rows``: the rows of the
+        users' tables for the batch's users (``user_roles``); ``pool_rows``: the movie tables'
+        rows for the pool (``pool_roles``)."""
         u, m, bu, bm = self._parts(user_rows, pool_rows)
         s, a = 0.0, None
         if self.spec.has_main:
@@ -82,16 +82,9 @@ class PooledNet:
             w1 = tf.convert_to_tensor(dense[d["hidden/kernel"]])
             big_u = tf.matmul(u, w1[:self.k])
             big_v = tf.nn.bias_add(tf.matmul(m, w1[self.k:]), dense[d["hidden/bias"]])
+            a = tf.nn.elu(big_u[:, None, :] + big_v[None, :, :])
             w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
-            if self.kernel == "numba":
-                side = tf.numpy_function(side_scores, [big_u, big_v, w2], tf.float32,
-                                         stateful=False)
-                side = tf.reshape(side, [tf.shape(big_u)[0], tf.shape(big_v)[0]])
-                a = (big_u, big_v)
-            else:
-                a = tf.nn.elu(big_u[:, None, :] + big_v[None, :, :])
-                side = tf.tensordot(a, w2, 1)
-            s = s + side + dense[d["side_out/bias"]]
+            s = s + tf.tensordot(a, w2, 1) + dense[d["side_out/bias"]]
         return s, a
 
     def pair_scores(self, user_rows, movie_rows, dense):
@@ -285,8 +278,7 @@ class PooledNet:
                 tf.range(n_pool, dtype=positives.dtype), shift)
 
     def backward(self, user_rows, pool_rows, dense, g, a):
-        """Row and dense gradients from ``g`` = dL/d scores (B, P) and what :meth:`scores`
-        returned for the backward, ``a``."""
+        """Row and dense gradients from ``g`` = dL/d scores (B, P) and elu's output ``a``."""
         side = None
         if self.spec.has_side:
             w2 = tf.reshape(dense[self._d["side_out/kernel"]], [-1])
@@ -324,13 +316,8 @@ class PooledNet:
         return user_grads, pool_grads, dense_grads
 
     def _side_backward(self, g, a, w2):
-        """(dU (B, H), dV (P, H), dw2 (H,)) of the side branch's grid from ``g`` (B, P)."""
-        if self.kernel == "numba":
-            big_u, big_v = a
-            d_u, d_v, d_w2 = tf.numpy_function(side_grads, [big_u, big_v, w2, g],
-                                               [tf.float32] * 3, stateful=False)
-            return (tf.reshape(d_u, tf.shape(big_u)), tf.reshape(d_v, tf.shape(big_v)),
-                    tf.reshape(d_w2, tf.shape(w2)))
+        """(dU (B, H), dV (P, H), dw2 (H,)) of the side branch's grid from ``g`` (B, P) and
+        elu's output ``a``."""
         dz = tf.raw_ops.EluGrad(gradients=g[:, :, None] * w2, outputs=a)
         return tf.reduce_sum(dz, 1), tf.reduce_sum(dz, 0), tf.einsum("bp,bph->h", g, a)
 

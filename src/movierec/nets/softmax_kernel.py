@@ -8,12 +8,18 @@ on its own, the columns being the shared negatives). Column p's logit for row b 
 
     dot[b, p] + row_bias[b] + col_bias[p] + sum_h w2[h] elu(U[b, h] + V[p, h])
 
-(``dot`` being the dot-product branch, computed by TensorFlow's matrix product; the side
-branch's term by the product-of-exponentials trick of :mod:`movierec.nets.pair_kernels`). A
-pair is left out (an accidental hit) where the user rated the column's movie, found by reading
-the user's ratings (CSR by user) against a table from movie to column, or given as a (B, P)
-mask; and, with an own label, where the column is the row's own movie. The label itself never
-is.
+(``dot`` being the dot-product branch, computed by TensorFlow's matrix product). The side
+branch's term needs no exp per (pair, unit): as in :mod:`movierec.nets.scoring`,
+``elu(z) = max(z, 0) + min(exp(z), 1) - 1`` and ``elu'(z) = min(exp(z), 1)`` for every z, and
+``exp(U + V) = exp(U) exp(V)`` with each factor computed once per user and per movie; the
+``- 1`` sums to ``-sum(w2)`` in the logits and to ``-sum(G)`` in dw2. Where a factor could
+overflow (|U| or |V| >= ``EXP_SAFE``) the loops take one exp per entry instead (slower, same
+result).
+
+A pair is left out (an accidental hit) where the user rated the column's movie, found by
+reading the user's ratings (CSR by user) against a table from movie to column, or given as a
+(B, P) mask; and, with an own label, where the column is the row's own movie. The label itself
+never is.
 
 Each step of the objective makes one call into Python here, rather than one per kernel: each
 call through ``tf.numpy_function`` costs a fraction of a millisecond, as much as the work of a
@@ -23,6 +29,7 @@ and tests/nets/test_pooled.py every gradient against a GradientTape through the 
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,7 +38,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from movierec.nets.pair_kernels import prepared, slope
+from movierec.nets.scoring import EXP_SAFE
 
 # exp's Cody-Waite range reduction: x = k ln2 + r with |r| <= ln2 / 2, ln2 split in two parts
 # so that k * LN2_HI is exact in float32.
@@ -66,6 +73,17 @@ class RatedPairs:
         in_row_chunks(len(users), threads, lambda _, r0, r1: _rated_rows(
             r0, r1, self.indptr, self.movies, users, table, out))
         return out
+
+
+def prepared(big_u: np.ndarray, big_v: np.ndarray):
+    """(U, exp(U), V transposed, exp(V) transposed, exact_exp): the kernel's inputs, the
+    columns contiguous per hidden unit so the inner loops run over them."""
+    u = np.ascontiguousarray(big_u, dtype=np.float32)
+    v_t = np.ascontiguousarray(np.asarray(big_v, dtype=np.float32).T)
+    exact_exp = not (np.abs(u).max(initial=0.0) < EXP_SAFE
+                     and np.abs(v_t).max(initial=0.0) < EXP_SAFE)
+    with np.errstate(over="ignore", under="ignore"):
+        return u, np.exp(u), v_t, np.exp(v_t), exact_exp
 
 
 def softmax_rows(dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col, neg_col,
@@ -143,6 +161,14 @@ def _float32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return types.float32(types.int32), codegen
+
+
+@njit(fastmath=True, inline="always")
+def slope(z, e_product, exact_exp):
+    """elu'(z) = min(exp(z), 1), from the product of exponentials unless ``exact_exp``."""
+    if exact_exp:
+        return min(np.float32(math.exp(z)), np.float32(1.0))
+    return min(e_product, np.float32(1.0))
 
 
 @njit(fastmath=True, inline="always")
