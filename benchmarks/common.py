@@ -302,3 +302,16 @@ def as_tensors(df, mu: float) -> tuple:
     return (tf.constant(df[USER_IDX_COL].to_numpy(np.int32)),
             tf.constant(df[MOVIE_IDX_COL].to_numpy(np.int32)),
             tf.constant(df[RATING_COL].to_numpy(np.float32) - np.float32(mu)))
+
+
+# --- the project's named ranking configuration ----------------------------------------------
+
+RANKING = "ranking"  # the named configuration of experiments.yaml
+
+
+def ranking_overrides() -> dict:
+    """The train keys of experiments.yaml's ``ranking`` configuration, without ``train.``."""
+    import yaml
+
+    named = yaml.safe_load((ROOT / "experiments.yaml").read_text())[RANKING]
+    return {k.split(".", 1)[1]: v for k, v in named.items() if k.startswith("train.")}

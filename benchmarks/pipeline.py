@@ -18,8 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import ML20M_RATINGS, Workspace, report, work_folder
-from benchmarks.ranking import ranking_overrides
+from benchmarks.common import ML20M_RATINGS, Workspace, ranking_overrides, report, work_folder
 
 HELP = "the ranking configuration's whole pipeline at ML-20M scale"
 

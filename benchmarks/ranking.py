@@ -22,16 +22,15 @@ import argparse
 import time
 from pathlib import Path
 
-import yaml
-
 from benchmarks.common import (
     ML20M_RATINGS,
-    ROOT,
+    RANKING,
     Workspace,
     ingest_and_preprocess,
     load_split,
     peak_mib,
     print_json,
+    ranking_overrides,
     run_child,
     scoring_weights,
     training_loop,
@@ -42,13 +41,6 @@ HELP = "an epoch with negatives at ML-20M scale"
 OBJECTIVE_ROWS = (("rating", "rating (the tutorial's MSE), the ratings shuffled"),
                   ("bce", "bce, each rating + {n} sampled negatives"),
                   ("bpr", "bpr, {n} (rating, sampled negative) triples per rating"))
-RANKING = "ranking"  # the named configuration of experiments.yaml
-
-
-def ranking_overrides() -> dict:
-    """The train keys of experiments.yaml's ``ranking`` configuration, without ``train.``."""
-    named = yaml.safe_load((ROOT / "experiments.yaml").read_text())[RANKING]
-    return {k.split(".", 1)[1]: v for k, v in named.items() if k.startswith("train.")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

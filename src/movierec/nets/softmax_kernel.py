@@ -100,7 +100,8 @@ def softmax_rows(dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col,
 
     Returns (terms (B,), G = dL/d column logits (B, P), dL/d own logits (B,), dU (B, H),
     dV (P, H), dw2 (H,)); without ``grads``, terms and empty arrays. Rows run in ``ROW_CHUNKS``
-    parts on ``threads`` threads; the results do not depend on ``threads``.
+    parts on ``threads`` threads; the results do not depend on ``threads``, but for values
+    under float32's smallest normal, which some threads flush to zero (TensorFlow's do).
     """
     f32 = np.float32
     n_rows, n_cols = len(row_bias), len(col_bias)
