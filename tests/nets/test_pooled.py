@@ -69,6 +69,19 @@ def _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched):
         np.testing.assert_allclose(g.numpy(), tf.convert_to_tensor(e).numpy(), **TOL)
 
 
+def _assert_pass_equal(loss_and_grads, terms_only, compiled, args, extra, scale, terms,
+                       expected, watched):
+    """The pass's terms and gradients, and its forward alone, equal the tape's."""
+    if compiled:
+        loss_and_grads = tf.function(loss_and_grads)
+    got_terms, user_grads, pool_grads, dense_grads = loss_and_grads(*args, scale, *extra)
+    np.testing.assert_allclose(got_terms.numpy(), terms.numpy(), **TOL)
+    _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched)
+    forward = terms_only(*args, *extra)
+    forward = forward[0] if isinstance(forward, tuple) else forward
+    np.testing.assert_allclose(forward.numpy(), terms.numpy(), **TOL)
+
+
 @pytest.mark.parametrize("kernel", PAIR_KERNELS)
 @pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("kind", KINDS)
@@ -94,13 +107,10 @@ def test_softmax_loss_and_grads_match_keras_tape(kind, compiled, kernel):
         loss = tf.reduce_sum(terms) / scale
     expected = tape.gradient(loss, watched)
 
-    call = PooledNet(spec, kernel).softmax_loss_and_grads
-    if compiled:
-        call = tf.function(call)
-    got_terms, user_grads, pool_grads, dense_grads = call(
-        user_rows, pool_rows, list(split.dense), positives, scale, log_q, mask)
-    np.testing.assert_allclose(got_terms.numpy(), terms.numpy(), **TOL)
-    _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched)
+    net = PooledNet(spec, kernel)
+    _assert_pass_equal(net.softmax_loss_and_grads, net.softmax_terms, compiled,
+                       (user_rows, pool_rows, list(split.dense), positives), (log_q, mask),
+                       scale, terms, expected, watched)
 
 
 @pytest.mark.parametrize("kernel", PAIR_KERNELS)
@@ -130,16 +140,10 @@ def test_sampled_softmax_loss_and_grads_match_keras_tape(kind, compiled, kernel)
         loss = tf.reduce_sum(terms) / scale
     expected = tape.gradient(loss, watched)
 
-    call = PooledNet(spec, kernel).sampled_softmax_loss_and_grads
-    if compiled:
-        call = tf.function(call)
-    got_terms, user_grads, pool_grads, dense_grads = call(
-        user_rows, pool_rows, list(split.dense), positives, negatives, scale, log_q)
-    np.testing.assert_allclose(got_terms.numpy(), terms.numpy(), **TOL)
-    _assert_grads_equal(user_grads, pool_grads, dense_grads, expected, watched)
-    forward = PooledNet(spec, kernel).sampled_softmax_terms(user_rows, pool_rows, list(split.dense),
-                                                    positives, negatives, log_q)
-    np.testing.assert_allclose(forward.numpy(), terms.numpy(), **TOL)
+    net = PooledNet(spec, kernel)
+    _assert_pass_equal(net.sampled_softmax_loss_and_grads, net.sampled_softmax_terms, compiled,
+                       (user_rows, pool_rows, list(split.dense), positives, negatives),
+                       (log_q,), scale, terms, expected, watched)
 
 
 def test_dropout_is_refused_with_a_clear_error():

@@ -184,9 +184,11 @@ class PooledNet:
             users, pairs, movies = rated
             hits = tf.zeros([0, 0], tf.bool)
 
-        def kernel(*a):
-            return softmax_rows(*a[:12], pairs, a[12], hits=a[13] if mask is not None else None,
-                                grads=grads, threads=self.threads)
+        def kernel(*arrays):  # the tensors below, as numpy arrays, in order
+            *rows, users, movies, hits = arrays
+            return softmax_rows(*rows, users, pairs, movies,
+                                hits=hits if pairs is None else None, grads=grads,
+                                threads=self.threads)
         outs = tf.numpy_function(
             kernel, [dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col, neg_col,
                      scale, users, movies, hits], [tf.float32] * 6, stateful=False)
