@@ -184,6 +184,11 @@ class TrainParams:
         _expect(self.pool in POOLS, f"{prefix}.pool", self.pool, "one of " + ", ".join(POOLS))
         _expect(0 <= self.batch_negatives <= self.batch_size, f"{prefix}.batch_negatives",
                 self.batch_negatives, f"an integer in [0, batch_size = {self.batch_size}]")
+        _expect(self.batch_negatives == 0 or (self.objective == "softmax"
+                                              and self.pool == "sampled"),
+                f"{prefix}.batch_negatives", self.batch_negatives,
+                "0 unless objective is softmax and pool is sampled (the batch pool holds every "
+                "positive already)")
         _expect(self.pair_kernel in PAIR_KERNELS, f"{prefix}.pair_kernel", self.pair_kernel,
                 "one of " + ", ".join(PAIR_KERNELS))
         _expect(self.ndcg_users >= 0, f"{prefix}.ndcg_users", self.ndcg_users,
