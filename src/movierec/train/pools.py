@@ -49,7 +49,6 @@ class Pools:
         self.batch_negatives = min(batch_negatives, batch_size) if self.sampled else 0
         self.size = len(catalogue) if self.full else batch_size + negatives  # most columns
         self.seed = seed
-        self.n_movies = n_movies
         # Each user's rated movies, CSR by user: the masks read the batch users' rows.
         self.pairs = RatedPairs(np.ascontiguousarray(rated.indptr, np.int64),
                                 np.ascontiguousarray(rated.movies, np.int32), n_movies)

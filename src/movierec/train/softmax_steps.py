@@ -24,10 +24,7 @@ class SoftmaxSteps:
         step = self.step.assign_add(1)
         batch_users, positives = users[start:start + b], movies[start:start + b]
         n = tf.size(batch_users)
-        if pools.sampled:
-            pool, columns, drawn, log_q = pools.sampled_pool(positives, step)
-        else:
-            pool, columns, log_q = pools.pool(positives, step)
+        pool, columns, drawn, log_q = self._draw_pool(pools, positives, step)
         user_rows, user_at = tf.unique(batch_users)
         distinct = [user_rows, pool]  # the pool is distinct already
         lo, hi = self._share(n)
@@ -85,10 +82,7 @@ class SoftmaxSteps:
         return total / n
 
     def _pooled_terms(self, users, movies, index, pools: Pools) -> tf.Tensor:
-        if pools.sampled:
-            pool, columns, drawn, log_q = pools.sampled_pool(movies, index)
-        else:
-            pool, columns, log_q = pools.pool(movies, index)
+        pool, columns, drawn, log_q = self._draw_pool(pools, movies, index)
         split = self.split
         user_part = [tf.gather(t, users) for t, f in zip(split.tables, split.feeds,
                                                          strict=True) if f == 0]
@@ -103,6 +97,15 @@ class SoftmaxSteps:
             terms, _, _ = self.pooled.softmax_terms(user_part, pool_part, dense, columns, log_q,
                                                     **self._left_out(pools, users, pool, columns))
         return tf.reduce_sum(terms)
+
+    @staticmethod
+    def _draw_pool(pools: Pools, positives, step):
+        """(pool movies, each positive's column, the shared columns (None for the batch pool),
+        log q per column)."""
+        if pools.sampled:
+            return pools.sampled_pool(positives, step)
+        pool, columns, log_q = pools.pool(positives, step)
+        return pool, columns, None, log_q
 
     def _left_out(self, pools: Pools, users, pool, columns, drawn=None) -> dict:
         """The pooled pass's accidental hits: the rated pairs themselves for the fused kernel
