@@ -30,12 +30,13 @@ and tests/nets/test_pooled.py every gradient against a GradientTape through the 
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from movierec.nets.scoring import EXP_SAFE
@@ -70,8 +71,8 @@ class RatedPairs:
         times a search."""
         table = self.column_table(columns)
         out = np.zeros((len(users), len(columns)), np.bool_)
-        in_row_chunks(len(users), threads, lambda _, r0, r1: _rated_rows(
-            r0, r1, self.indptr, self.movies, users, table, out))
+        in_row_chunks(threads, _RATED_CHUNKS, self.indptr, self.movies,
+                      np.asarray(users, np.int64), table, out)
         return out
 
 
@@ -100,8 +101,9 @@ def softmax_rows(dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col,
 
     Returns (terms (B,), G = dL/d column logits (B, P), dL/d own logits (B,), dU (B, H),
     dV (P, H), dw2 (H,)); without ``grads``, terms and empty arrays. Rows run in ``ROW_CHUNKS``
-    parts on ``threads`` threads; the results do not depend on ``threads``, but for values
-    under float32's smallest normal, which some threads flush to zero (TensorFlow's do).
+    parts on ``threads`` threads (:func:`in_row_chunks`); the results do not depend on
+    ``threads``, but for values under float32's smallest normal, which some threads flush to
+    zero (TensorFlow's do, numba's do not).
     """
     f32 = np.float32
     n_rows, n_cols = len(row_bias), len(col_bias)
@@ -124,36 +126,49 @@ def softmax_rows(dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col,
     shape = (n_rows, n_cols) if grads else (0, 0)
     g, g_own = np.empty(shape, f32), np.empty(shape[0], f32)
     d_u = np.empty((shape[0], u.shape[1]), f32)
-    parts = [(np.zeros(v_t.shape if grads else (0, 0), f32), np.zeros(len(w2), f32))
-             for _ in range(ROW_CHUNKS)]
-    in_row_chunks(n_rows, threads, lambda i, r0, r1: _softmax_rows(
-        r0, r1, *args, terms, g, g_own, d_u, *parts[i]))
+    d_v_parts = np.zeros((ROW_CHUNKS, *(v_t.shape if grads else (0, 0))), f32)
+    d_w_parts = np.zeros((ROW_CHUNKS, len(w2)), f32)
+    in_row_chunks(threads, _SOFTMAX_CHUNKS, *args, terms, g, g_own, d_u, d_v_parts, d_w_parts)
     if not grads:
         return terms, g, g_own, d_u, np.zeros((0, 0), f32), np.zeros(0, f32)
-    d_v_t, d_w2 = parts[0]
-    for more_v, more_w in parts[1:]:  # in chunk order: the same sums on any thread count
-        d_v_t += more_v
-        d_w2 += more_w
+    d_v_t, d_w2 = d_v_parts[0], d_w_parts[0]
+    for i in range(1, ROW_CHUNKS):  # in chunk order: the same sums on any thread count
+        d_v_t += d_v_parts[i]
+        d_w2 += d_w_parts[i]
     d_w2 -= g.sum(dtype=f32)  # the side terms' "- 1"s, summed over the columns' pairs
     return terms, g, g_own, d_u, np.ascontiguousarray(d_v_t.T), d_w2
 
 
-_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+# numba's workqueue threading layer (its fallback where neither OpenMP nor TBB is installed)
+# aborts the process on parallel launches from two threads at once, as replicas make.
+_PARALLEL_LAUNCH = threading.Lock()
 
 
-def in_row_chunks(n_rows: int, threads: int, work) -> None:
-    """Calls ``work(i, r0, r1)`` for the ``ROW_CHUNKS`` parts of rows 0..n_rows, on
-    ``threads`` threads (``work`` is a kernel that releases the GIL). The parts are the same
-    whatever the threads, so sums a caller makes over them in order are too."""
-    bounds = np.linspace(0, n_rows, ROW_CHUNKS + 1).astype(np.int64)
+def in_row_chunks(threads: int, kernel, *arrays) -> None:
+    """Runs ``kernel`` (a pair from :func:`_chunked`) over the ``ROW_CHUNKS`` parts of the
+    rows: in order on the calling thread, or on ``threads`` of numba's threads. The parts
+    are the same whatever the threads, so sums a caller makes over them in order are too."""
+    serial, parallel = kernel
     if threads <= 1:
-        for i in range(ROW_CHUNKS):
-            work(i, bounds[i], bounds[i + 1])
+        serial(*arrays)
         return
-    if threads not in _EXECUTORS:
-        _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="softmax-rows")
-    list(_EXECUTORS[threads].map(lambda i: work(i, bounds[i], bounds[i + 1]),
-                                 range(ROW_CHUNKS)))
+    with _PARALLEL_LAUNCH:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        parallel(*arrays)
+
+
+def _chunked(body):
+    """(serial, parallel) compilations of a driver whose loop over the chunks is a prange
+    (a plain range when compiled without parallel). Only the serial one is cached on disk:
+    numba's cache keys a function by its name and signature, not by ``parallel``."""
+    return (njit(fastmath=True, nogil=True, cache=True)(body),
+            njit(fastmath=True, nogil=True, parallel=True)(body))
+
+
+@njit(inline="always")
+def _chunk(n_rows, i):
+    """Rows [r0, r1) of chunk i of ``ROW_CHUNKS``."""
+    return n_rows * i // ROW_CHUNKS, n_rows * (i + 1) // ROW_CHUNKS
 
 
 @intrinsic
@@ -191,7 +206,7 @@ def _exp_nonpositive(x):
     return e if x > EXP_FLOOR else np.float32(0.0)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _rated_rows(r0, r1, indptr, movies, users, table, out):
     for b in range(r0, r1):
         u = users[b]
@@ -238,7 +253,7 @@ def _row_keep(b, label, pos_col, neg_col, users, indptr, movies, table, hits, ke
         keep[label[b]] = np.float32(1.0)
 
 
-@njit(fastmath=True, nogil=True, cache=True)
+@njit(fastmath=True, nogil=True)
 def _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2,
                   exact_exp, pos_col, neg_col, users, indptr, movies, table, hits, inv_scale,
                   grads, terms, g, g_own, d_u, d_v_t, d_w2):
@@ -285,3 +300,23 @@ def _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t,
                 dv[p] += w * dz
             d_u[b, h] = w * to_u
             d_w2[h] += to_w
+
+
+def _softmax_chunks(dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2, exact_exp,
+                    pos_col, neg_col, users, indptr, movies, table, hits, inv_scale, grads,
+                    terms, g, g_own, d_u, d_v_parts, d_w_parts):
+    for i in prange(ROW_CHUNKS):
+        r0, r1 = _chunk(row_bias.shape[0], i)
+        _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2,
+                      exact_exp, pos_col, neg_col, users, indptr, movies, table, hits,
+                      inv_scale, grads, terms, g, g_own, d_u, d_v_parts[i], d_w_parts[i])
+
+
+def _rated_chunks(indptr, movies, users, table, out):
+    for i in prange(ROW_CHUNKS):
+        r0, r1 = _chunk(users.shape[0], i)
+        _rated_rows(r0, r1, indptr, movies, users, table, out)
+
+
+_SOFTMAX_CHUNKS = _chunked(_softmax_chunks)
+_RATED_CHUNKS = _chunked(_rated_chunks)

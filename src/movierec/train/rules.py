@@ -114,7 +114,10 @@ class UpdateRule:
             v += (tf.square(g) - v) * (1.0 - ADAM_BETA_2)
             for s, value in zip(slots, (m, v), strict=True):
                 s.scatter_update(tf.IndexedSlices(value, rows))
-            table.scatter_sub(tf.IndexedSlices(alpha * m / (tf.sqrt(v) + ADAM_EPSILON), rows))
+            # gather, subtract, scatter_update: TensorFlow's CPU scatter_sub runs one Eigen
+            # expression per row, several times slower than the copy scatter_update makes
+            table.scatter_update(tf.IndexedSlices(
+                tf.gather(table, rows) - alpha * m / (tf.sqrt(v) + ADAM_EPSILON), rows))
             return
         if momentum is not None:  # lazy: the momentum caught up to the previous step
             slots[0].scatter_update(tf.IndexedSlices(momentum, rows))

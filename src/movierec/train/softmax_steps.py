@@ -52,14 +52,13 @@ class SoftmaxSteps:
             grads[0] += factor * joined[0]
             grads[1] += factor * joined[1] * tf.math.unsorted_segment_sum(
                 tf.ones_like(mine_columns, tf.float32), mine_columns, tf.size(pool))[:, None]
-        # Across replicas, fixed sizes (the most a batch can touch), as the all-reduce needs.
+        # Across replicas, fixed sizes (the most a batch can touch), as the all-reduce needs;
+        # the pool's rows are distinct already, one gradient row each.
         user_segments = tf.size(user_rows) if self.replicas == 1 else b
-        pool_segments = tf.size(pool) if self.replicas == 1 else pools.size
-        grads = [tf.math.unsorted_segment_sum(grads[0], user_at[lo:hi], user_segments),
-                 tf.math.unsorted_segment_sum(grads[1], tf.range(tf.size(pool)),
-                                              pool_segments)]
+        grads[0] = tf.math.unsorted_segment_sum(grads[0], user_at[lo:hi], user_segments)
         total = tf.reduce_sum(terms)
         if self.replicas > 1:
+            grads[1] = tf.pad(grads[1], [[0, pools.size - tf.size(pool)], [0, 0]])
             grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
             grads = [g[:tf.size(d)] for g, d in zip(grads, distinct, strict=True)]
         self._apply(step, distinct, grads, dense_grads, caught)
