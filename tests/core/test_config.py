@@ -95,6 +95,7 @@ def test_dvc_yaml_lists_every_key_of_its_stage_section():
         ({"train": {"dropout": 1.0}}, "train.dropout = 1.0 (expected a number in [0, 1))"),
         ({"train": {"val_fraction": 1}}, "train.val_fraction = 1.0 (expected a number in [0, 1)"),
         ({"train": {"intra_op_threads": -1}}, "train.intra_op_threads = -1 (expected an integer"),
+        ({"train": {"kernel_threads": -2}}, "train.kernel_threads = -2 (expected an integer"),
         ({"train": {"refit": True}}, "train.refit = True (expected false when val_fraction is 0"),
         ({"train": {"refit": "yes"}}, "train.refit = 'yes' (expected true or false)"),
         ({"train": {"refit": 1}}, "train.refit = 1 (expected true or false)"),

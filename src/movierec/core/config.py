@@ -116,6 +116,7 @@ class TrainParams:
     table_updates: str = "lazy"
     steps_per_execution: int = 256
     intra_op_threads: int = 1
+    kernel_threads: int = 0
     val_fraction: float = 0.0
     patience: int = 2
     refit: bool = False
@@ -168,6 +169,8 @@ class TrainParams:
                 "false when val_fraction is 0 (refit trains for the epochs early stopping "
                 "chose on the validation split)")
         _expect(self.intra_op_threads >= 0, f"{prefix}.intra_op_threads", self.intra_op_threads,
+                "an integer >= 0 (0 = all cores)")
+        _expect(self.kernel_threads >= 0, f"{prefix}.kernel_threads", self.kernel_threads,
                 "an integer >= 0 (0 = all cores)")
         _expect(self.learning_rate > 0, f"{prefix}.learning_rate", self.learning_rate,
                 "a number > 0")

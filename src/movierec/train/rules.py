@@ -98,10 +98,14 @@ class UpdateRule:
                 var=var.handle, accum=slots[0].handle, lr=self.learning_rate, grad=g,
                 momentum=self.momentum)
             return
+        # Keras' Adam as one fused op: with beta powers 0 its step size is lr = alpha itself
+        # (m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= alpha m / (sqrt(v) + eps)).
         m, v = slots
-        m.assign_add((g - m) * (1.0 - ADAM_BETA_1))
-        v.assign_add((tf.square(g) - v) * (1.0 - ADAM_BETA_2))
-        var.assign_sub(alpha * m / (tf.sqrt(v) + ADAM_EPSILON))
+        zero = tf.constant(0.0)
+        tf.raw_ops.ResourceApplyAdam(
+            var=var.handle, m=m.handle, v=v.handle, beta1_power=zero, beta2_power=zero,
+            lr=alpha, beta1=tf.constant(ADAM_BETA_1), beta2=tf.constant(ADAM_BETA_2),
+            epsilon=tf.constant(ADAM_EPSILON), grad=g)
 
     def row_update(self, table: tf.Variable, slots: list[tf.Variable], rows: tf.Tensor,
                    g: tf.Tensor, momentum: tf.Tensor | None, alpha: tf.Tensor | None) -> None:

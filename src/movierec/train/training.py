@@ -93,8 +93,9 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
     spec = NetSpec.for_training(params, n_users, n_movies)
     centred = build_model(spec)
     pools = None
-    # The softmax's CPU kernels use as many threads as TensorFlow's ops (0: every core).
-    pair_threads = params.intra_op_threads or os.cpu_count() or 1
+    # The softmax's CPU kernel runs between TensorFlow's ops, so it may use every core
+    # while TensorFlow's own ops keep one thread each.
+    pair_threads = params.kernel_threads or os.cpu_count() or 1
     if params.objective == "softmax":
         if sampler is None:
             raise ValueError("setup: the softmax objective needs the fit ratings' sampler")
