@@ -315,3 +315,17 @@ def ranking_overrides() -> dict:
 
     named = yaml.safe_load((ROOT / "experiments.yaml").read_text())[RANKING]
     return {k.split(".", 1)[1]: v for k, v in named.items() if k.startswith("train.")}
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` arguments as {train key: value}, values parsed as YAML (as DVC's
+    ``-S`` parses them), ``train.`` optional."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set: received {item!r} (expected KEY=VALUE, a train key)")
+        out[key.removeprefix("train.")] = yaml.safe_load(value)
+    return out

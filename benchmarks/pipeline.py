@@ -16,9 +16,14 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
-from benchmarks.common import ML20M_RATINGS, Workspace, ranking_overrides, report, work_folder
+from benchmarks.common import (
+    ML20M_RATINGS,
+    Workspace,
+    parse_sets,
+    ranking_overrides,
+    report,
+    work_folder,
+)
 
 HELP = "the ranking configuration's whole pipeline at ML-20M scale"
 
@@ -31,12 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    train = ranking_overrides()
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set: received {item!r} (expected KEY=VALUE, a train key)")
-        train[key.removeprefix("train.")] = yaml.safe_load(value)
+    train = {**ranking_overrides(), **parse_sets(args.set)}
     with work_folder(args.workdir) as work:
         bench_pipeline(work, args.n_ratings, train)
 

@@ -14,11 +14,15 @@ project's ``ranking`` configuration (experiments.yaml, the README's ranking comm
    measured step time (an epoch is 125k-625k steps at batch 128: extrapolated, and said so);
 4. the per-epoch ranking probe (full-catalogue NDCG@10 for ``--probe-users`` sampled users),
    the cost early stopping adds to every epoch.
+
+``--set key=value`` (repeatable) adds a row: the ranking configuration with those train keys
+changed, measured the same way (another batch or pool, side by side with the others).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from benchmarks.common import (
     Workspace,
     ingest_and_preprocess,
     load_split,
+    parse_sets,
     peak_mib,
     print_json,
     ranking_overrides,
@@ -49,20 +54,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           ("probe-users", 1_000)):
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--workdir", type=Path, help="keep the data here (reused if present)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train key over the ranking configuration's, for one more row "
+                             "(repeatable)")
     # --steps and --warmup count steps of each row's own batch.
 
 
 def run(args: argparse.Namespace) -> None:
     with work_folder(args.workdir) as work:
         bench_ranking(work, args.n_ratings, args.steps, args.warmup, args.negatives,
-                      args.batch, args.probe_users)
+                      args.batch, args.probe_users, parse_sets(args.set))
 
 
 # --- one objective's measurements, in a fresh process (run_child) ----------------------------
 
 def child_ranking_epoch(prepared: str, objective: str, steps: str, warmup: str,
-                        negatives: str, batch: str, probe_users: str) -> None:
-    """One objective's epoch data, timed steps and probe (prints JSON)."""
+                        negatives: str, batch: str, probe_users: str,
+                        changed: str = "{}") -> None:
+    """One objective's epoch data, timed steps and probe (prints JSON); ``changed``: JSON of
+    train keys over the ranking configuration's."""
     import numpy as np
 
     from movierec.core.config import TrainParams
@@ -70,7 +80,7 @@ def child_ranking_epoch(prepared: str, objective: str, steps: str, warmup: str,
     steps, warmup, negatives, batch = int(steps), int(warmup), int(negatives), int(batch)
     train_df, n_users, n_movies = load_split(Path(prepared))
     if objective == RANKING:  # its own batch, rule and pool; epochs and early stopping aside
-        params = TrainParams(**ranking_overrides())
+        params = TrainParams(**{**ranking_overrides(), **json.loads(changed)})
     else:
         params = TrainParams(objective=objective, negatives=negatives, batch_size=batch)
     users = train_df["user_idx"].to_numpy()
@@ -145,7 +155,7 @@ def _ranking_probe(prepared: Path, users, movies, n_users: int, n_movies: int,
 # --- the benchmark --------------------------------------------------------------------------
 
 def bench_ranking(work: Path, n_ratings: int, steps: int, warmup: int, negatives: int,
-                  batch: int, probe_users: int) -> None:
+                  batch: int, probe_users: int, changed: dict | None = None) -> None:
     """Prints each objective's figures as they are measured."""
     space = Workspace.create(work, n_ratings)
     if not space.split("train").exists():
@@ -159,9 +169,13 @@ def bench_ranking(work: Path, n_ratings: int, steps: int, warmup: int, negatives
     named = (f"the ranking configuration ({ranking.get('objective', 'rating')}, batch "
              f"{ranking.get('batch_size', batch)}, {ranking.get('negatives', negatives)} "
              "negatives)")
-    for objective, label in (*OBJECTIVE_ROWS, (RANKING, named)):
+    rows = [(*row, {}) for row in (*OBJECTIVE_ROWS, (RANKING, named))]
+    if changed:
+        rows.append((RANKING, "the ranking configuration with " + ", ".join(
+            f"{k}={v}" for k, v in changed.items()), changed))
+    for objective, label, keys in rows:
         r = run_child(__name__, "child_ranking_epoch", space.prepared, objective, steps,
-                      warmup, negatives, batch, probe_users)
+                      warmup, negatives, batch, probe_users, json.dumps(keys))
         rating = rating or r
         print(objective_line(label.format(n=negatives), r, rating), flush=True)
 

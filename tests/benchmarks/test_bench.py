@@ -51,12 +51,14 @@ def test_bench_recommend_runs_every_part(bench, tmp_path):
 
 def test_bench_ranking_runs_every_objective(bench, tmp_path):
     out = bench("ranking", "--n-ratings", "20000", "--steps", "20", "--warmup", "5",
-                "--probe-users", "50", "--workdir", str(tmp_path))
+                "--probe-users", "50", "--workdir", str(tmp_path), "--set", "batch_size=64",
+                "--set", "train.pool=sampled")
     for label in ("rating (the tutorial's MSE)", "bce, each rating + 4 sampled negatives",
                   "bpr, 4 (rating, sampled negative) triples per rating",
-                  "the ranking configuration ("):
+                  "the ranking configuration (",
+                  "the ranking configuration with batch_size=64, pool=sampled: "):
         assert label in out, out
-    assert out.count("ms/step") == 4 and "draws redrawn" in out and "1.0x the rating" in out
+    assert out.count("ms/step") == 5 and "draws redrawn" in out and "1.0x the rating" in out
 
 
 def test_bench_ingest_reads_the_zip_it_writes(bench, tmp_path):

@@ -93,8 +93,8 @@ def setup(params: TrainParams, n_users: int, n_movies: int,
     spec = NetSpec.for_training(params, n_users, n_movies)
     centred = build_model(spec)
     pools = None
-    # The softmax's CPU kernel runs between TensorFlow's ops, so it may use every core
-    # while TensorFlow's own ops keep one thread each.
+    # The softmax's CPU kernel runs between TensorFlow's ops, so it can use every core
+    # whatever those ops use (train.intra_op_threads).
     pair_threads = params.kernel_threads or os.cpu_count() or 1
     if params.objective == "softmax":
         if sampler is None:
