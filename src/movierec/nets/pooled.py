@@ -39,7 +39,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from movierec.core.config import PAIR_KERNELS
-from movierec.nets.softmax_kernel import softmax_rows
+from movierec.nets.pooled_host import JoinedLayout, softmax_pass
 from movierec.nets.spec import MOVIE, USER, NetSpec
 
 
@@ -61,6 +61,7 @@ class PooledNet:
         self._u = {r: i for i, r in enumerate(self.user_roles)}
         self._p = {r: i for i, r in enumerate(self.pool_roles)}
         self._d = {name: i for i, (name, _) in enumerate(spec.dense)}
+        self.layout = JoinedLayout.of(spec)
 
     def _parts(self, user_rows, pool_rows):
         u, m = user_rows[self._u["user_embedding"]], pool_rows[self._p["movie_embedding"]]
@@ -111,26 +112,19 @@ class PooledNet:
         negative column that is the user's own positive left out, and so is every pair where
         ``mask`` (B, N) is True (accidental hits). Pool row gradients are summed per pool
         row."""
+        if self.kernel == "numba":
+            return self._host_lists(user_rows, pool_rows, dense, tf.fill(tf.shape(positives), -1),
+                                    positives, negatives, log_q, scale, mask, rated)
         dense = [tf.convert_to_tensor(v) for v in dense]
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
-        if self.kernel == "numba":
-            s_pos, a_pos, label, col_shift = self._own_logits(user_rows, pos_rows, dense,
-                                                              positives, negatives, log_q)
-            terms, g_own, g_neg, side = self._fused_rows(
-                user_rows, neg_rows, dense, s_pos, label, positives, negatives, col_shift,
-                scale, mask, self._columns_rated(rated, negatives))
-            neg_user, neg_grads, neg_dense = self._assemble(user_rows, neg_rows, dense, g_neg,
-                                                            side)
-        else:
-            terms, logits, a_pos, a_neg = self._sampled_forward(
-                user_rows, pos_rows, neg_rows, dense, positives, negatives, log_q, mask)
-            g = tf.nn.softmax(logits)  # column 0 is the positive's
-            g = (g - tf.one_hot(tf.zeros_like(positives), tf.shape(g)[1], dtype=g.dtype)) / scale
-            g_own = g[:, 0]
-            neg_user, neg_grads, neg_dense = self.backward(user_rows, neg_rows, dense, g[:, 1:],
-                                                           a_neg)
-        pos_user, pos_grads, pos_dense = self.pair_backward(user_rows, pos_rows, dense, g_own,
+        terms, logits, a_pos, a_neg = self._sampled_forward(
+            user_rows, pos_rows, neg_rows, dense, positives, negatives, log_q, mask)
+        g = tf.nn.softmax(logits)  # column 0 is the positive's
+        g = (g - tf.one_hot(tf.zeros_like(positives), tf.shape(g)[1], dtype=g.dtype)) / scale
+        neg_user, neg_grads, neg_dense = self.backward(user_rows, neg_rows, dense, g[:, 1:],
+                                                       a_neg)
+        pos_user, pos_grads, pos_dense = self.pair_backward(user_rows, pos_rows, dense, g[:, 0],
                                                             a_pos)
         n_pool = tf.shape(pool_rows[0])[0]
         pool_grads = [tf.math.unsorted_segment_sum(gp, positives, n_pool)
@@ -144,81 +138,78 @@ class PooledNet:
     def sampled_softmax_terms(self, user_rows, pool_rows, dense, positives, negatives,
                               log_q=None, mask=None, rated=None):
         """(terms (B,)): the forward pass of :meth:`sampled_softmax_loss_and_grads`."""
+        if self.kernel == "numba":
+            return self._host_lists(user_rows, pool_rows, dense, tf.fill(tf.shape(positives), -1),
+                                    positives, negatives, log_q, None, mask, rated)[0]
         pos_rows = [tf.gather(r, positives) for r in pool_rows]
         neg_rows = [tf.gather(r, negatives) for r in pool_rows]
-        if self.kernel == "numba":
-            s_pos, _, label, col_shift = self._own_logits(user_rows, pos_rows, dense, positives,
-                                                          negatives, log_q)
-            return self._fused_rows(user_rows, neg_rows, dense, s_pos, label, positives,
-                                    negatives, col_shift, tf.constant(1.0), mask,
-                                    self._columns_rated(rated, negatives), grads=False)[0]
         return self._sampled_forward(user_rows, pos_rows, neg_rows, dense, positives,
                                      negatives, log_q, mask)[0]
 
-    def _fused_rows(self, user_rows, col_rows, dense, own, label, pos_col, neg_col,
-                    col_shift, scale, mask, rated, grads=True):
-        """The softmax of every row over the columns ``col_rows``, by one fused kernel
-        (:func:`movierec.nets.softmax_kernel.softmax_rows`, arguments as there; ``rated``:
-        (users (B,), RatedPairs, the columns' movies (P,)) unless ``mask`` is given): (terms,
-        dL/d own logits (B,), dL/d column logits (B, P), the side branch's (dU, dV, dw2) or
-        None). The dot-product branch's products stay in TensorFlow."""
-        u, m, bu, bm = self._parts(user_rows, col_rows)
-        n_rows, n_cols = tf.shape(u)[0], tf.shape(m)[0]
-        dot, row_bias, col_bias = tf.zeros([0, 0]), tf.zeros([n_rows]), col_shift
-        if self.spec.has_main:
-            dot, row_bias, col_bias = (tf.matmul(u, m, transpose_b=True), bu[:, 0],
-                                       col_bias + bm[:, 0])
-        big_u, big_v, w2 = tf.zeros([n_rows, 0]), tf.zeros([n_cols, 0]), tf.zeros([0])
-        if self.spec.has_side:
-            d = self._d
-            w1 = dense[d["hidden/kernel"]]
-            big_u = tf.matmul(u, w1[:self.k])
-            big_v = tf.nn.bias_add(tf.matmul(m, w1[self.k:]), dense[d["hidden/bias"]])
-            w2 = tf.reshape(dense[d["side_out/kernel"]], [-1])
-            col_bias += dense[d["side_out/bias"]]
-        if rated is None and mask is None:  # nothing is left out for being rated
-            mask = tf.zeros([n_rows, n_cols], tf.bool)
+    def host_pass(self, user_rows, user_at, pool_rows, dense, label, pos_rows, col_rows,
+                  log_q, scale, mask=None, rated=None):
+        """:func:`movierec.nets.pooled_host.softmax_pass` in one ``tf.numpy_function`` call,
+        on joined rows (arguments as there; ``rated``: (each example's user, RatedPairs, the
+        pool's movies) unless ``mask`` (B, C) is given; ``log_q`` None for none; ``scale``
+        None for the forward pass only). Returns (terms, d user rows, d pool rows, dense
+        gradients in the order of ``spec.dense``), or the terms and Nones."""
+        grads = scale is not None
+        n_rows = tf.size(user_at)
+        if mask is None and rated is None:  # nothing is left out for being rated
+            mask = tf.zeros([n_rows, tf.size(col_rows)], tf.bool)
         if mask is not None:
-            users, pairs, movies, hits = tf.zeros([n_rows], tf.int32), None, neg_col, mask
+            users, pairs, movies, hits = tf.zeros([n_rows], tf.int32), None, col_rows, mask
         else:
             users, pairs, movies = rated
             hits = tf.zeros([0, 0], tf.bool)
+        dense = list(dense)
+        n_dense = len(dense)
+        log_q = tf.zeros([0]) if log_q is None else log_q
+        scale = tf.constant(1.0) if scale is None else scale
+        layout, threads = self.layout, self.threads
 
-        def kernel(*arrays):  # the tensors below, as numpy arrays, in order
-            *rows, users, movies, hits = arrays
-            return softmax_rows(*rows, users, pairs, movies,
-                                hits=hits if pairs is None else None, grads=grads,
-                                threads=self.threads)
+        def run(user_rows, user_at, pool_rows, label, pos_rows, col_rows, log_q, scale, users,
+                movies, hits, *dense):
+            terms, d_user, d_pool, d_dense = softmax_pass(
+                layout, user_rows, user_at, pool_rows, dense, label, pos_rows, col_rows, log_q,
+                scale, users, pairs, movies, hits=hits if pairs is None else None, grads=grads,
+                threads=threads)
+            if not grads:
+                return terms
+            return (terms, d_user, d_pool, *d_dense)
         outs = tf.numpy_function(
-            kernel, [dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col, neg_col,
-                     scale, users, movies, hits], [tf.float32] * 6, stateful=False)
-        terms = tf.reshape(outs[0], [n_rows])
+            run, [user_rows, user_at, pool_rows, label, pos_rows, col_rows, log_q, scale, users,
+                  movies, hits, *dense],
+            [tf.float32] * (3 + n_dense if grads else 1), stateful=False)
         if not grads:
-            return terms, None, None, None
-        side = None
-        if self.spec.has_side:
-            side = (tf.reshape(outs[3], tf.shape(big_u)), tf.reshape(outs[4], tf.shape(big_v)),
-                    tf.reshape(outs[5], tf.shape(w2)))
-        return (terms, tf.reshape(outs[2], [n_rows]), tf.reshape(outs[1], [n_rows, n_cols]),
-                side)
+            return tf.reshape(outs, [n_rows]), None, None, None
+        terms, d_user, d_pool, *d_dense = outs
+        return (tf.reshape(terms, [n_rows]), tf.reshape(d_user, tf.shape(user_rows)),
+                tf.reshape(d_pool, tf.shape(pool_rows)),
+                [tf.reshape(g, tf.shape(v)) for g, v in zip(d_dense, dense, strict=True)])
 
-    def _own_logits(self, user_rows, pos_rows, dense, positives, negatives, log_q):
-        """The sampled pool's own logits (B,), what pair_backward reuses, the label (-1: the
-        own logit) and the shared columns' logit shift (N,)."""
-        s_pos, a_pos = self.pair_scores(user_rows, pos_rows, dense)
-        col_shift = tf.zeros(tf.shape(negatives), tf.float32)
-        if log_q is not None:
-            s_pos = s_pos - tf.gather(log_q, positives)
-            col_shift = -tf.gather(log_q, negatives)
-        return s_pos, a_pos, tf.fill(tf.shape(positives), -1), col_shift
+    def _host_lists(self, user_rows, pool_rows, dense, label, pos_rows, col_rows, log_q,
+                    scale, mask, rated):
+        """:meth:`host_pass` on rows given per table (one user row per example), with the
+        gradients split back per table."""
+        joined_users, joined_pool = self._join(user_rows), self._join(pool_rows)
+        n_rows = tf.shape(joined_users)[0]
+        terms, d_user, d_pool, d_dense = self.host_pass(
+            joined_users, tf.range(n_rows), joined_pool, dense, label, pos_rows, col_rows,
+            log_q, scale, mask, rated)
+        if scale is None:
+            return terms, None, None, None
+        return terms, self._unjoin(d_user, user_rows), self._unjoin(d_pool, pool_rows), d_dense
 
     @staticmethod
-    def _columns_rated(rated, columns):
-        """``rated`` (users, RatedPairs, the pool's movies) for the pool columns ``columns``."""
-        if rated is None:
-            return None
-        users, pairs, movies = rated
-        return users, pairs, tf.gather(movies, columns)
+    def _join(rows):
+        return tf.concat(rows, 1) if len(rows) > 1 else rows[0]
+
+    @staticmethod
+    def _unjoin(joined, rows):
+        if len(rows) == 1:
+            return [joined]
+        return tf.split(joined, [int(r.shape[1]) for r in rows], 1)
 
     def _sampled_forward(self, user_rows, pos_rows, neg_rows, dense, positives, negatives,
                          log_q, mask):
@@ -243,10 +234,10 @@ class PooledNet:
         where a pair is left out (never at the positive)."""
         dense = [tf.convert_to_tensor(v) for v in dense]  # each variable read once
         if self.kernel == "numba":
-            terms, _, g, side = self._fused_rows(user_rows, pool_rows, dense,
-                                                 *self._pool_labels(positives, pool_rows, log_q),
-                                                 scale, mask, rated)
-            return (terms, *self._assemble(user_rows, pool_rows, dense, g, side))
+            n_pool = tf.shape(pool_rows[0])[0]
+            return self._host_lists(user_rows, pool_rows, dense, positives, positives,
+                                    tf.range(n_pool, dtype=positives.dtype), log_q, scale, mask,
+                                    rated)
         terms, logits, a = self.softmax_terms(user_rows, pool_rows, dense, positives, log_q,
                                               mask)
         onehot = tf.one_hot(positives, tf.shape(logits)[1], dtype=logits.dtype)
@@ -259,25 +250,16 @@ class PooledNet:
         numba kernel, terms and two None): the sampled softmax's forward pass, arguments as
         :meth:`softmax_loss_and_grads`."""
         if self.kernel == "numba":
-            terms = self._fused_rows(user_rows, pool_rows, dense,
-                                     *self._pool_labels(positives, pool_rows, log_q),
-                                     tf.constant(1.0), mask, rated, grads=False)[0]
+            n_pool = tf.shape(pool_rows[0])[0]
+            terms = self._host_lists(user_rows, pool_rows, dense, positives, positives,
+                                     tf.range(n_pool, dtype=positives.dtype), log_q, None, mask,
+                                     rated)[0]
             return terms, None, None
         s, a = self.scores(user_rows, pool_rows, dense)
         logits = s if log_q is None else s - log_q[None, :]
         if mask is not None:
             logits = tf.where(mask, tf.constant(-1e30, logits.dtype), logits)
         return tf.nn.sparse_softmax_cross_entropy_with_logits(positives, logits), logits, a
-
-    @staticmethod
-    def _pool_labels(positives, pool_rows, log_q):
-        """The batch pool's (own logits: none, label columns, pos_col, neg_col, column shift)
-        for :meth:`_fused_rows`: each row's label is its positive's column, and no column is
-        left out for being the row's own movie."""
-        n_pool = tf.shape(pool_rows[0])[0]
-        shift = tf.zeros([n_pool]) if log_q is None else -log_q
-        return (tf.zeros(tf.shape(positives), tf.float32), positives, positives,
-                tf.range(n_pool, dtype=positives.dtype), shift)
 
     def backward(self, user_rows, pool_rows, dense, g, a):
         """Row and dense gradients from ``g`` = dL/d scores (B, P) and elu's output ``a``."""

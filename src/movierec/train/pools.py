@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from numba import njit
 
 from movierec.nets.softmax_kernel import RatedPairs
 from movierec.train.negatives import NegativeSampler
@@ -68,7 +69,14 @@ class Pools:
         with np.errstate(divide="ignore"):
             log_miss = (in_batch * np.log1p(-np.minimum(p_data, 1 - 1e-12))
                         + negatives * np.log1p(-np.minimum(p_neg, 1 - 1e-12)))
-            self.log_q = tf.constant(np.log(-np.expm1(log_miss)), tf.float32)
+            self.log_q_host = np.log(-np.expm1(log_miss)).astype(np.float32)
+        self.log_q = tf.constant(self.log_q_host)
+        self.catalogue_host, self.column_host = np.asarray(catalogue, np.int32), column
+        self._seen = np.full(n_movies, -1, np.int32)  # first_unique's scratch
+        self._draws_fn = tf.function(
+            lambda first, n: tf.map_fn(self._draw, tf.range(first, first + n),
+                                       fn_output_signature=tf.int32),
+            input_signature=[tf.TensorSpec([], tf.int64)] * 2)
 
     def pool(self, positives: tf.Tensor, step: tf.Tensor):
         """(pool movies (P,), each positive's column (B,), log q per column (P,) or None)."""
@@ -85,6 +93,36 @@ class Pools:
         n = tf.size(positives)
         drawn, _ = tf.unique(tf.concat([where[:self.batch_negatives], where[n:]], 0))
         return movies, where[:n], drawn, tf.gather(self.log_q, movies)
+
+    def draws(self, first_step: int, n_steps: int) -> np.ndarray:
+        """(n_steps, negatives) int32: the movies :meth:`pool` draws at steps first_step ..
+        first_step + n_steps - 1, for pools built on the host (:meth:`host_pool`)."""
+        if self.full:
+            return np.zeros((n_steps, 0), np.int32)
+        return self._draws_fn(tf.constant(first_step, tf.int64),
+                              tf.constant(n_steps, tf.int64)).numpy()
+
+    def host_pool(self, positives: np.ndarray, draw: np.ndarray):
+        """:meth:`pool` (or with ``sampled``, :meth:`sampled_pool`) in numpy, from the step's
+        ``draw``: (pool movies, each positive's column, the shared columns or None, log q per
+        column or None)."""
+        if self.full:
+            return self.catalogue_host, self.column_host[positives], None, None
+        movies, where = self.first_unique(np.concatenate([positives, draw]), self._seen)
+        n = len(positives)
+        drawn = None
+        if self.sampled:
+            drawn, _ = self.first_unique(
+                np.concatenate([where[:self.batch_negatives], where[n:]]),
+                np.full(len(movies), -1, np.int32))
+        return movies, where[:n], drawn, self.log_q_host[movies]
+
+    @staticmethod
+    def first_unique(values: np.ndarray, seen: np.ndarray):
+        """(the distinct values in order of first appearance, each value's index among
+        them): ``tf.unique``'s answer. ``seen``: int32 scratch covering the values, all -1,
+        left so."""
+        return _first_unique(np.asarray(values, np.int32), seen)
 
     def sampled_mask(self, users: tf.Tensor, movies: tf.Tensor) -> tf.Tensor:
         """(B, N) True where user b rated movie n (an accidental hit)."""
@@ -108,3 +146,21 @@ class Pools:
         """(b, P) True where user b rated pool movie p and p is not b's positive column."""
         own = tf.equal(tf.range(tf.size(movies))[None, :], columns[:, None])
         return self._rated(users, movies) & ~own
+
+
+@njit(nogil=True, cache=True)
+def _first_unique(values, seen):
+    distinct = np.empty(values.shape[0], np.int32)
+    where = np.empty(values.shape[0], np.int32)
+    n = 0
+    for i in range(values.shape[0]):
+        c = seen[values[i]]
+        if c < 0:
+            c = n
+            seen[values[i]] = n
+            distinct[n] = values[i]
+            n += 1
+        where[i] = c
+    for j in range(n):
+        seen[distinct[j]] = -1
+    return distinct[:n], where

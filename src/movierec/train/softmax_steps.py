@@ -20,7 +20,7 @@ class SoftmaxSteps:
     def _softmax_step(self, users, movies, start, powers) -> tf.Tensor:
         """One step of the softmax objective on one replica: this replica's share of the
         batch's users, each scored against the whole pool (``movierec.train.pools``)."""
-        rule, pools, b = self.rule, self.pools, self.batch_size
+        pools, b = self.pools, self.batch_size
         step = self.step.assign_add(1)
         batch_users, positives = users[start:start + b], movies[start:start + b]
         n = tf.size(batch_users)
@@ -30,12 +30,57 @@ class SoftmaxSteps:
         lo, hi = self._share(n)
         mine_users, mine_columns = batch_users[lo:hi], columns[lo:hi]
         caught = self._catch_up_rows(step, distinct, powers)
+        scale = tf.cast(n, tf.float32)
+        if self.pooled.kernel == "numba":
+            terms, grads, dense_grads = self._host_grads(pools, distinct, user_at[lo:hi],
+                                                         mine_users, mine_columns, drawn, log_q,
+                                                         scale)
+        else:
+            terms, grads, dense_grads = self._tf_grads(pools, distinct, mine_users,
+                                                       mine_columns, drawn, log_q, scale)
+            grads[0] = tf.math.unsorted_segment_sum(grads[0], user_at[lo:hi],
+                                                    tf.size(user_rows))
+        if self.replicas > 1:  # across replicas, fixed sizes (the most a batch can touch),
+            # as the all-reduce needs; the pool's rows are distinct already
+            grads = [tf.pad(g, [[0, size - tf.size(d)], [0, 0]])
+                     for g, d, size in zip(grads, distinct, (b, pools.size), strict=True)]
+        total = tf.reduce_sum(terms)
+        if self.replicas > 1:
+            grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
+            grads = [g[:tf.size(d)] for g, d in zip(grads, distinct, strict=True)]
+        self._apply(step, distinct, grads, dense_grads, caught)
+        return total
+
+    def _host_grads(self, pools: Pools, distinct, mine_at, mine_users, mine_columns, drawn,
+                    log_q, scale):
+        """(terms, gradients of the distinct user and pool rows, dense gradients) by the
+        pooled pass on the host, from the joined rows themselves."""
+        pool = distinct[1]
+        joined = [tf.gather(t, d) for t, d in zip(self.tables, distinct, strict=True)]
+        if pools.sampled:
+            label, col_rows = tf.fill(tf.shape(mine_columns), -1), drawn
+        else:
+            label, col_rows = mine_columns, tf.range(tf.size(pool))
+        terms, d_user, d_pool, dense_grads = self.pooled.host_pass(
+            joined[0], mine_at, joined[1], self.dense, label, mine_columns, col_rows, log_q,
+            scale, rated=(mine_users, pools.pairs, pool))
+        grads = [d_user, d_pool]
+        if self.rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
+            factor = 2.0 * self.rule.per_rating_l2 / scale
+            for f, (at, d) in enumerate(zip((mine_at, mine_columns), distinct, strict=True)):
+                count = tf.math.unsorted_segment_sum(tf.ones_like(at, tf.float32), at, tf.size(d))
+                grads[f] += factor * count[:, None] * joined[f]
+        return terms, grads, dense_grads
+
+    def _tf_grads(self, pools: Pools, distinct, mine_users, mine_columns, drawn, log_q, scale):
+        """(terms, gradients of each example's user row and of the pool's rows, dense
+        gradients) by TensorFlow's ops, from the rows split per Keras table."""
+        pool = distinct[1]
         joined = [tf.gather(self.tables[0], mine_users), tf.gather(self.tables[1], pool)]
         split_rows = self._table_columns(joined)
         feeds = self.split.feeds
         user_part = [r for r, f in zip(split_rows, feeds, strict=True) if f == 0]
         pool_part = [r for r, f in zip(split_rows, feeds, strict=True) if f == 1]
-        scale = tf.cast(n, tf.float32)
         if pools.sampled:
             terms, user_grads, pool_grads, dense_grads = \
                 self.pooled.sampled_softmax_loss_and_grads(
@@ -47,22 +92,12 @@ class SoftmaxSteps:
                 **self._left_out(pools, mine_users, pool, mine_columns))
         grads = [tf.concat(user_grads, 1) if len(user_grads) > 1 else user_grads[0],
                  tf.concat(pool_grads, 1) if len(pool_grads) > 1 else pool_grads[0]]
-        if rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
-            factor = 2.0 * rule.per_rating_l2 / scale
+        if self.rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
+            factor = 2.0 * self.rule.per_rating_l2 / scale
             grads[0] += factor * joined[0]
             grads[1] += factor * joined[1] * tf.math.unsorted_segment_sum(
                 tf.ones_like(mine_columns, tf.float32), mine_columns, tf.size(pool))[:, None]
-        # Across replicas, fixed sizes (the most a batch can touch), as the all-reduce needs;
-        # the pool's rows are distinct already, one gradient row each.
-        user_segments = tf.size(user_rows) if self.replicas == 1 else b
-        grads[0] = tf.math.unsorted_segment_sum(grads[0], user_at[lo:hi], user_segments)
-        total = tf.reduce_sum(terms)
-        if self.replicas > 1:
-            grads[1] = tf.pad(grads[1], [[0, pools.size - tf.size(pool)], [0, 0]])
-            grads, dense_grads, total = self._all_reduce(grads, dense_grads, total)
-            grads = [g[:tf.size(d)] for g, d in zip(grads, distinct, strict=True)]
-        self._apply(step, distinct, grads, dense_grads, caught)
-        return total
+        return terms, grads, dense_grads
 
     def pooled_loss(self, users: tf.Tensor, movies: tf.Tensor, pools: Pools) -> float:
         """The mean softmax loss of positives (users, movies) at the Keras model's weights,
@@ -75,9 +110,10 @@ class SoftmaxSteps:
         if fn is None:
             fn = self._pooled_loss_fns[id(pools)] = tf.function(
                 lambda u, m, i: self._pooled_terms(u, m, i, pools))
-        total = sum(float(fn(users[s:s + self.batch_size], movies[s:s + self.batch_size],
-                             tf.constant(s // self.batch_size, tf.int64)))
-                    for s in range(0, n, self.batch_size))
+        with self.blas_limit():
+            total = sum(float(fn(users[s:s + self.batch_size], movies[s:s + self.batch_size],
+                                 tf.constant(s // self.batch_size, tf.int64)))
+                        for s in range(0, n, self.batch_size))
         return total / n
 
     def _pooled_terms(self, users, movies, index, pools: Pools) -> tf.Tensor:

@@ -31,17 +31,20 @@ measures the loop against the tutorial's ``model.fit`` and checks its accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
+from threadpoolctl import threadpool_limits
 
 from movierec.nets.fused import FusedNet, dropout_keep
 from movierec.nets.keras_model import PREDICT_BATCH_SIZE, dense_of, tables_of
 from movierec.nets.pooled import PooledNet
 from movierec.nets.spec import USER, NetSpec
+from movierec.train.host_steps import HostSteps, runs_on_host
 from movierec.train.pools import Pools
 from movierec.train.rules import UpdateRule
 from movierec.train.softmax_steps import SoftmaxSteps
@@ -156,6 +159,7 @@ class TrainLoop(SoftmaxSteps):
         self._pooled_loss_fns: dict = {}
         self._catch_up_fn = tf.function(self._catch_up_all, input_signature=[powers])
         self._pull_fn = tf.function(self._pull)
+        self.host = HostSteps(self) if runs_on_host(self) else None
 
     def state_variables(self) -> list[tf.Variable]:
         """The optimiser's state: with the model's variables, all a resumed run needs."""
@@ -166,6 +170,8 @@ class TrainLoop(SoftmaxSteps):
         """Copies the Keras model's weights into the loop's (every replica's copy); after the
         model's weights were set from outside (a checkpoint)."""
         self._pull_fn()
+        if self.host is not None:
+            self.host.pull()
 
     def _joined(self, f: int) -> tf.Tensor:
         """The Keras tables read by input f, side by side."""
@@ -192,10 +198,22 @@ class TrainLoop(SoftmaxSteps):
         """Runs batches first_step .. first_step + n_steps - 1; returns the sum of their
         per-example losses (squared errors for the rating objective). ``negatives``: bpr's
         negative movie per triple (empty for the other objectives)."""
-        self._pending += int(n_steps)
-        self._reserve_powers(self._pending + 1)
-        return self._run_steps_fn(users, movies, y, negatives, first_step, n_steps,
-                                  self._powers)
+        with self.blas_limit():
+            if self.host is not None:
+                return self.host.run_steps(users, movies, int(first_step), int(n_steps),
+                                           self.batch_size)
+            self._pending += int(n_steps)
+            self._reserve_powers(self._pending + 1)
+            return self._run_steps_fn(users, movies, y, negatives, first_step, n_steps,
+                                      self._powers)
+
+    def blas_limit(self):
+        """A context in which numpy's BLAS runs on the calling thread alone, for the fused
+        kernel's loops: BLAS's own threads would spin on the cores the kernel runs on, and make
+        a step several times slower."""
+        if self.pooled is None or self.pooled.kernel != "numba":
+            return contextlib.nullcontext()
+        return threadpool_limits(1, "blas")
 
     def _reserve_powers(self, n: int) -> None:
         """Makes the lazy closed forms cover k = 0..n-1 untouched steps."""
@@ -426,5 +444,7 @@ class TrainLoop(SoftmaxSteps):
                 on_steps(count)
         if self.lazy:
             self.catch_up()
+        if self.host is not None:
+            self.host.push()
         self.push()
         return total / n
