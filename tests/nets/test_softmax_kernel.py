@@ -9,16 +9,18 @@ import pytest
 from movierec.nets.scoring import EXP_SAFE
 from movierec.nets.softmax_kernel import RatedPairs, softmax_rows
 
-B, P, H, N_USERS, N_MOVIES = 11, 19, 6, 30, 40
+B, P, H, K, N_USERS, N_MOVIES = 11, 19, 6, 5, 30, 40
 
 
 def _elu(z):
     return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
 
 
-def _reference(dot, row_bias, col_bias, own, label, u, v, w2, pos_col, neg_col, scale, hits):
+def _reference(emb_u, emb_c, row_bias, col_bias, own, label, u, v, w2, pos_col, neg_col, scale,
+               hits):
     z = u[:, None, :].astype(np.float64) + v[None, :, :]
-    logits = dot + row_bias[:, None] + col_bias[None, :] + _elu(z) @ w2
+    emb_u, emb_c = emb_u.astype(np.float64), emb_c.astype(np.float64)
+    logits = emb_u @ emb_c.T + row_bias[:, None] + col_bias[None, :] + _elu(z) @ w2
     columns = np.arange(P)[None, :]
     left_out = (hits | (neg_col[None, :] == pos_col[:, None])) & (columns != label[:, None])
     logits = np.where(left_out, -np.inf, logits)
@@ -32,13 +34,15 @@ def _reference(dot, row_bias, col_bias, own, label, u, v, w2, pos_col, neg_col, 
     g[~own_label, label[~own_label]] -= 1 / scale
     slope = np.where(z > 0, 1.0, np.exp(np.minimum(z, 0)))
     dz = g[:, :, None] * slope * w2
-    return (lse - target, g, g_own, dz.sum(1), dz.sum(0), np.einsum("bp,bph->h", g, _elu(z)))
+    return (lse - target, g, g_own, dz.sum(1), dz.sum(0), np.einsum("bp,bph->h", g, _elu(z)),
+            g @ emb_c, g.T @ emb_u, g.sum(1), g.sum(0))
 
 
 def _case(seed, own_label, side, main, spread=1.0):
     rng = np.random.default_rng(seed)
     f32, h = np.float32, H if side else 0
-    dot = rng.normal(0, 2, (B, P)).astype(f32) if main else np.zeros((0, 0), f32)
+    k = K if main else 0
+    emb_u, emb_c = rng.normal(0, 1, (B, k)).astype(f32), rng.normal(0, 1, (P, k)).astype(f32)
     row_bias, col_bias = rng.normal(0, 1, B).astype(f32), rng.normal(0, 1, P).astype(f32)
     own = rng.normal(0, 2, B).astype(f32)
     u, v = rng.normal(0, 1, (B, h)).astype(f32), rng.normal(0, 1, (P, h)).astype(f32)
@@ -61,9 +65,8 @@ def _case(seed, own_label, side, main, spread=1.0):
     pairs = RatedPairs(indptr, np.nonzero(rated)[1].astype(np.int32), N_MOVIES)
     hits = rated[users][:, col_movies]
     assert hits.any()
-    args = (dot, row_bias, col_bias, own, label, u, v, w2, pos_col, neg_col, 7.0)
-    dot64 = dot if main else np.zeros((B, P))
-    expected = _reference(dot64, *args[1:], hits)
+    args = (emb_u, emb_c, row_bias, col_bias, own, label, u, v, w2, pos_col, neg_col, 7.0)
+    expected = _reference(*args, hits)
     return args, users, pairs, col_movies, hits, expected
 
 
@@ -77,7 +80,7 @@ def test_softmax_rows_equal_the_direct_computation(own_label, side, main, spread
     for got, want in zip(from_csr, expected, strict=True):
         assert got.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * spread)
-    g, label = from_csr[1], args[4]
+    g, label = from_csr[1], args[5]
     left_out = hits & (np.arange(P)[None, :] != label[:, None])
     assert left_out.any() and g[left_out].max() == 0  # left out: no gradient at all
     from_mask = softmax_rows(*args, users, None, col_movies, hits=hits)

@@ -123,23 +123,22 @@ def softmax_pass(layout: JoinedLayout, user_rows, user_at, pool_rows, dense, lab
         if own_any:
             a_own = _elu(big_u + v_all[pos_rows])
             own += a_own @ w2 + b2[0]
-    dot = u @ m.T if main else np.zeros((0, 0), f32)
-    terms, g, g_own, d_big_u, d_big_v, d_w2 = softmax_rows(
-        dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_rows, col_rows, scale,
+    emb = (u, m) if main else (np.zeros((n_rows, 0), f32), np.zeros((n_cols, 0), f32))
+    terms, _, g_own, d_big_u, d_big_v, d_w2, du, d_cols, row_sums, col_sums = softmax_rows(
+        *emb, row_bias, col_bias, own, label, big_u, big_v, w2, pos_rows, col_rows, scale,
         users, rated, None if rated is None else np.asarray(pool_movies)[col_rows], hits=hits,
         grads=grads, threads=threads)
     if not grads:
         return terms, None, None, None
     d_user, d_pool = np.zeros_like(user_rows), np.zeros_like(pool_rows)
-    du, d_cols = (g @ m, g.T @ u) if main else (np.zeros((n_rows, k), f32),
-                                                np.zeros((n_cols, k), f32))
+    if not main:
+        du, d_cols = np.zeros((n_rows, k), f32), np.zeros((n_cols, k), f32)
     d_pos = np.zeros((n_rows, k), f32) if own_any else None  # per example's own pool row
     if main:
         if own_any:
             du += g_own[:, None] * m_pos
             d_pos += g_own[:, None] * u
-        d_user[:, layout.user_bias] = np.bincount(user_at, g.sum(1) + g_own, len(user_rows))
-        col_sums = g.sum(0)
+        d_user[:, layout.user_bias] = np.bincount(user_at, row_sums + g_own, len(user_rows))
         d_pool[:, layout.movie_bias] = (col_sums if every_row
                                         else np.bincount(col_rows, col_sums, n_pool))
         if own_any:
@@ -160,7 +159,7 @@ def softmax_pass(layout: JoinedLayout, user_rows, user_at, pool_rows, dense, lab
         du += d_hidden_u @ w1[:k].T
         d_cols += d_big_v @ w1[k:].T
         d_dense = [d_w1, d_b1, d_w2_total.reshape(-1, 1).astype(f32),
-                   np.array([g.sum() + g_own.sum()], f32)]
+                   np.array([row_sums.sum() + g_own.sum()], f32)]
     _add_rows(d_user[:, layout.user_emb:layout.user_emb + k], user_at, du)
     emb_grads = d_pool[:, layout.movie_emb:layout.movie_emb + k]
     if every_row:

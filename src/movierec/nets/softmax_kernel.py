@@ -6,9 +6,10 @@ A row is a user of the batch; its label is either one of the columns (the batch 
 user's positive is a pool column) or a logit of its own (the sampled pool: the positive scored
 on its own, the columns being the shared negatives). Column p's logit for row b is
 
-    dot[b, p] + row_bias[b] + col_bias[p] + sum_h w2[h] elu(U[b, h] + V[p, h])
+    u[b] . m[p] + row_bias[b] + col_bias[p] + sum_h w2[h] elu(U[b, h] + V[p, h])
 
-(``dot`` being the dot-product branch, computed by TensorFlow's matrix product). The side
+(the dot-product branch's embeddings u and m, its products by BLAS within each part of the
+rows; the side branch's projections U and V). The side
 branch's term needs no exp per (pair, unit): as in :mod:`movierec.nets.scoring`,
 ``elu(z) = max(z, 0) + min(exp(z), 1) - 1`` and ``elu'(z) = min(exp(z), 1)`` for every z, and
 ``exp(U + V) = exp(U) exp(V)`` with each factor computed once per user and per movie; the
@@ -38,6 +39,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
+from threadpoolctl import ThreadpoolController
 
 from movierec.nets.scoring import EXP_SAFE
 
@@ -87,29 +89,32 @@ def prepared(big_u: np.ndarray, big_v: np.ndarray):
         return u, np.exp(u), v_t, np.exp(v_t), exact_exp
 
 
-def softmax_rows(dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col, neg_col,
-                 scale, users, rated: RatedPairs | None, col_movies, hits=None, grads=True,
-                 threads=1):
+def softmax_rows(emb_u, emb_c, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col,
+                 neg_col, scale, users, rated: RatedPairs | None, col_movies, hits=None,
+                 grads=True, threads=1):
     """The softmax of every row, forward and (with ``grads``) backward, for L = sum(terms) /
     scale.
 
-    ``dot`` (B, P) or (0, 0) without a dot-product branch; ``big_u`` (B, H), ``big_v`` (P, H),
-    ``w2`` (H,) with H = 0 without a side branch. ``label[b]``: the label's column, or -1 for
-    the own logit ``own[b]``. Left out: where user ``users[b]`` rated ``col_movies[p]``
-    (``rated``; or where ``hits`` (B, P) is True when given instead), and where ``neg_col[p]
-    == pos_col[b]``; never the label's column.
+    ``emb_u`` (B, K) and ``emb_c`` (P, K): the rows' and the columns' embeddings of the
+    dot-product branch, K = 0 without one; ``big_u`` (B, H), ``big_v`` (P, H), ``w2`` (H,)
+    with H = 0 without a side branch. ``label[b]``: the label's column, or -1 for the own logit
+    ``own[b]``. Left out: where user ``users[b]`` rated ``col_movies[p]`` (``rated``; or where
+    ``hits`` (B, P) is True when given instead), and where ``neg_col[p] == pos_col[b]``; never
+    the label's column.
 
     Returns (terms (B,), G = dL/d column logits (B, P), dL/d own logits (B,), dU (B, H),
-    dV (P, H), dw2 (H,)); without ``grads``, terms and empty arrays. Rows run in ``ROW_CHUNKS``
-    parts on ``threads`` threads (:func:`in_row_chunks`); the results do not depend on
-    ``threads``, but for values under float32's smallest normal, which some threads flush to
-    zero (TensorFlow's do, numba's do not).
+    dV (P, H), dw2 (H,), d emb_u (B, K), d emb_c (P, K), G's row sums (B,), G's column sums
+    (P,)); without ``grads``, terms and empty arrays. Rows run in ``ROW_CHUNKS`` parts on
+    ``threads`` threads (:func:`in_row_chunks`); the results do not depend on ``threads``, but
+    for values under float32's smallest normal, which some threads flush to zero (TensorFlow's
+    do, numba's do not).
     """
     f32 = np.float32
     n_rows, n_cols = len(row_bias), len(col_bias)
     u, eu, v_t, ev_t, exact_exp = prepared(big_u, big_v)
     w2 = np.ascontiguousarray(w2, dtype=f32)
-    dot = np.ascontiguousarray(dot, dtype=f32)
+    emb_u = np.ascontiguousarray(emb_u, dtype=f32)
+    emb_c = np.ascontiguousarray(emb_c, dtype=f32)
     if hits is None:
         table = rated.column_table(col_movies)
         indptr, rated_movies = rated.indptr, rated.movies
@@ -117,26 +122,69 @@ def softmax_rows(dot, row_bias, col_bias, own, label, big_u, big_v, w2, pos_col,
     else:
         table, indptr = np.zeros(0, np.int32), np.zeros(1, np.int64)
         rated_movies, hits = np.zeros(0, np.int32), np.asarray(hits, np.bool_)
-    args = (dot, np.asarray(row_bias, f32), np.asarray(col_bias, f32) - w2.sum(dtype=f32),
-            np.asarray(own, f32), np.asarray(label, np.int32), u, eu, v_t, ev_t, w2, exact_exp,
+    args = (emb_u, np.ascontiguousarray(emb_c.T), emb_c, np.asarray(row_bias, f32),
+            np.asarray(col_bias, f32) - w2.sum(dtype=f32), np.asarray(own, f32),
+            np.asarray(label, np.int32), u, eu, v_t, ev_t, w2, exact_exp,
             np.asarray(pos_col, np.int32), np.asarray(neg_col, np.int32),
             np.asarray(users, np.int64), indptr, rated_movies, table, hits,
             f32(1.0 / scale), grads)
+    k = emb_u.shape[1]
     terms = np.empty(n_rows, f32)
     shape = (n_rows, n_cols) if grads else (0, 0)
     g, g_own = np.empty(shape, f32), np.empty(shape[0], f32)
     d_u = np.empty((shape[0], u.shape[1]), f32)
+    d_emb_u = np.zeros((shape[0], k), f32)
+    row_sums = np.empty(shape[0], f32)
     d_v_parts = np.zeros((ROW_CHUNKS, *(v_t.shape if grads else (0, 0))), f32)
+    d_emb_parts = np.zeros((ROW_CHUNKS, shape[1], k), f32)
+    col_parts = np.zeros((ROW_CHUNKS, shape[1]), f32)
     d_w_parts = np.zeros((ROW_CHUNKS, len(w2)), f32)
-    in_row_chunks(threads, _SOFTMAX_CHUNKS, *args, terms, g, g_own, d_u, d_v_parts, d_w_parts)
+    with one_blas_thread:
+        in_row_chunks(threads, _SOFTMAX_CHUNKS, *args, terms, g, g_own, d_u, d_emb_u,
+                      row_sums, d_v_parts, d_emb_parts, col_parts, d_w_parts)
     if not grads:
-        return terms, g, g_own, d_u, np.zeros((0, 0), f32), np.zeros(0, f32)
-    d_v_t, d_w2 = d_v_parts[0], d_w_parts[0]
+        empty = np.zeros((0, 0), f32)
+        return terms, g, g_own, d_u, empty, np.zeros(0, f32), d_emb_u, empty, row_sums, \
+            np.zeros(0, f32)
+    d_v_t, d_w2, d_emb_c, col_sums = d_v_parts[0], d_w_parts[0], d_emb_parts[0], col_parts[0]
     for i in range(1, ROW_CHUNKS):  # in chunk order: the same sums on any thread count
         d_v_t += d_v_parts[i]
         d_w2 += d_w_parts[i]
-    d_w2 -= g.sum(dtype=f32)  # the side terms' "- 1"s, summed over the columns' pairs
-    return terms, g, g_own, d_u, np.ascontiguousarray(d_v_t.T), d_w2
+        d_emb_c += d_emb_parts[i]
+        col_sums += col_parts[i]
+    d_w2 -= row_sums.sum(dtype=f32)  # the side terms' "- 1"s, summed over the columns' pairs
+    return (terms, g, g_own, d_u, np.ascontiguousarray(d_v_t.T), d_w2, d_emb_u, d_emb_c,
+            row_sums, col_sums)
+
+
+class _OneBlasThread:
+    """A context in which numpy's and scipy's BLAS run on the calling thread alone, for any
+    number of nested or concurrent callers (replicas): the kernel's products (numba's
+    ``np.dot`` calls scipy's BLAS) run inside its parallel parts, and BLAS's own threads would
+    spin on the cores those parts run on, which makes a call several times slower."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth, self._blas, self._limiter = 0, None, None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                if self._blas is None:  # loaded first, so that it is found and limited too
+                    import scipy.linalg.cython_blas  # noqa: F401
+                    self._blas = ThreadpoolController().select(user_api="blas")
+                self._limiter = self._blas.limit(limits=1)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._limiter.restore_original_limits()
+
+
+one_blas_thread = _OneBlasThread()
 
 
 # numba's workqueue threading layer (its fallback where neither OpenMP nor TBB is installed)
@@ -218,13 +266,14 @@ def _rated_rows(r0, r1, indptr, movies, users, table, out):
 
 @njit(fastmath=True, inline="always")
 def _row_logits(b, dot, row_bias, col_bias, u, eu, v_t, ev_t, w2, exact_exp, logits):
-    """Row b's column logits, before anything is left out."""
+    """Row b's column logits, before anything is left out; ``dot``: the dot-product
+    branch's logits of this row, or an empty array."""
     zero = np.float32(0.0)
     for p in range(logits.shape[0]):
         logits[p] = row_bias[b] + col_bias[p]
     if dot.shape[0] > 0:
         for p in range(logits.shape[0]):
-            logits[p] += dot[b, p]
+            logits[p] += dot[p]
     for h in range(u.shape[1]):
         ub, eub, w = u[b, h], eu[b, h], w2[h]
         v, ev = v_t[h], ev_t[h]
@@ -256,14 +305,16 @@ def _row_keep(b, label, pos_col, neg_col, users, indptr, movies, table, hits, ke
 @njit(fastmath=True, nogil=True)
 def _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2,
                   exact_exp, pos_col, neg_col, users, indptr, movies, table, hits, inv_scale,
-                  grads, terms, g, g_own, d_u, d_v_t, d_w2):
-    """Rows r0..r1 of :func:`softmax_rows`; d_v_t and d_w2 are this chunk's own."""
+                  grads, terms, g, g_own, d_u, row_sums, d_v_t, col_sums, d_w2):
+    """Rows r0..r1 of :func:`softmax_rows`, ``dot`` their dot-product logits (r1 - r0, P)
+    or empty; d_v_t, col_sums and d_w2 are this chunk's own."""
     zero = np.float32(0.0)
     n_cols, n_h = col_bias.shape[0], u.shape[1]
     logits = np.empty(n_cols, np.float32)
     keep = np.empty(n_cols, np.float32)
     for b in range(r0, r1):
-        _row_logits(b, dot, row_bias, col_bias, u, eu, v_t, ev_t, w2, exact_exp, logits)
+        _row_logits(b, dot[b - r0] if dot.shape[0] > 0 else dot[0:0, 0], row_bias, col_bias,
+                    u, eu, v_t, ev_t, w2, exact_exp, logits)
         _row_keep(b, label, pos_col, neg_col, users, indptr, movies, table, hits, keep)
         own_label = label[b] < 0
         target = own[b] if own_label else logits[label[b]]
@@ -287,6 +338,11 @@ def _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t,
         else:
             g_own[b] = zero
             g_row[label[b]] -= inv_scale
+        row_sum = zero
+        for p in range(n_cols):
+            row_sum += g_row[p]
+            col_sums[p] += g_row[p]
+        row_sums[b] = row_sum
         for h in range(n_h):
             ub, eub, w = u[b, h], eu[b, h], w2[h]
             v, ev, dv = v_t[h], ev_t[h], d_v_t[h]
@@ -302,14 +358,22 @@ def _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t,
             d_w2[h] += to_w
 
 
-def _softmax_chunks(dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2, exact_exp,
-                    pos_col, neg_col, users, indptr, movies, table, hits, inv_scale, grads,
-                    terms, g, g_own, d_u, d_v_parts, d_w_parts):
+def _softmax_chunks(emb_u, emb_t, emb_c, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2,
+                    exact_exp, pos_col, neg_col, users, indptr, movies, table, hits, inv_scale,
+                    grads, terms, g, g_own, d_u, d_emb_u, row_sums, d_v_parts, d_emb_parts,
+                    col_parts, d_w_parts):
+    main = emb_u.shape[1] > 0
     for i in prange(ROW_CHUNKS):
         r0, r1 = _chunk(row_bias.shape[0], i)
+        # The dot-product branch's products of this part's rows, by BLAS (one thread each).
+        dot = np.dot(emb_u[r0:r1], emb_t) if main and r1 > r0 else np.zeros((0, 0), np.float32)
         _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t, w2,
                       exact_exp, pos_col, neg_col, users, indptr, movies, table, hits,
-                      inv_scale, grads, terms, g, g_own, d_u, d_v_parts[i], d_w_parts[i])
+                      inv_scale, grads, terms, g, g_own, d_u, row_sums, d_v_parts[i],
+                      col_parts[i], d_w_parts[i])
+        if grads and main and r1 > r0:
+            d_emb_u[r0:r1] = np.dot(g[r0:r1], emb_c)
+            d_emb_parts[i] = np.dot(g[r0:r1].T, emb_u[r0:r1])
 
 
 def _rated_chunks(indptr, movies, users, table, out):

@@ -38,11 +38,11 @@ from collections.abc import Callable
 import keras
 import numpy as np
 import tensorflow as tf
-from threadpoolctl import threadpool_limits
 
 from movierec.nets.fused import FusedNet, dropout_keep
 from movierec.nets.keras_model import PREDICT_BATCH_SIZE, dense_of, tables_of
 from movierec.nets.pooled import PooledNet
+from movierec.nets.softmax_kernel import one_blas_thread
 from movierec.nets.spec import USER, NetSpec
 from movierec.train.host_steps import HostSteps, runs_on_host
 from movierec.train.pools import Pools
@@ -208,12 +208,11 @@ class TrainLoop(SoftmaxSteps):
                                       self._powers)
 
     def blas_limit(self):
-        """A context in which numpy's BLAS runs on the calling thread alone, for the fused
-        kernel's loops: BLAS's own threads would spin on the cores the kernel runs on, and make
-        a step several times slower."""
+        """With the fused kernel, a context in which BLAS runs on the calling thread alone
+        (``softmax_kernel.one_blas_thread``), entered once per call rather than per step."""
         if self.pooled is None or self.pooled.kernel != "numba":
             return contextlib.nullcontext()
-        return threadpool_limits(1, "blas")
+        return one_blas_thread
 
     def _reserve_powers(self, n: int) -> None:
         """Makes the lazy closed forms cover k = 0..n-1 untouched steps."""
