@@ -13,7 +13,7 @@ from support.nets import KINDS, OBJECTIVES, random_model, saved_form, scorer, sp
 from movierec.nets import scoring
 from movierec.nets.fused import FusedNet, dropout_keep
 from movierec.nets.keras_model import build_model, dense_of, tables_of
-from movierec.train.steps import RowSplitModel
+from movierec.train.row_split import RowSplitModel
 
 N_USERS, N_MOVIES, K, H = 50, 40, 6, 16
 B = 24  # examples per batch (bpr: triples, so 2B scores)

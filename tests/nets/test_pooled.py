@@ -10,7 +10,7 @@ from support.nets import KINDS, random_model, spec_of
 
 from movierec.nets.pooled import PAIR_KERNELS, PooledNet
 from movierec.nets.spec import USER
-from movierec.train.steps import RowSplitModel
+from movierec.train.row_split import RowSplitModel
 
 N_USERS, N_MOVIES, K, H = 30, 40, 6, 16
 B, P = 12, 20  # users in a batch, movies in the pool

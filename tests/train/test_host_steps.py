@@ -13,8 +13,9 @@ from movierec.train.host_steps import runs_on_host
 from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data
 from movierec.train.pools import Pools
+from movierec.train.row_split import RowSplitModel
 from movierec.train.rules import UpdateRule
-from movierec.train.steps import RowSplitModel, TrainLoop
+from movierec.train.steps import TrainLoop
 
 N_USERS, N_MOVIES, BATCH = 40, 30, 16
 # A user's bias and the output bias shift all of a softmax's logits alike: their gradient is

@@ -13,8 +13,9 @@ from movierec.nets.keras_model import build_model
 from movierec.nets.spec import NetSpec
 from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data, mean_loss
+from movierec.train.row_split import RowSplitModel
 from movierec.train.rules import UpdateRule
-from movierec.train.steps import RowSplitModel, TrainLoop
+from movierec.train.steps import TrainLoop
 
 LOGITS = np.array([-2.0, 0.0, 3.0, 0.5], np.float32)
 LABELS = np.array([1.0, 0.0, 1.0, 0.0], np.float32)

@@ -14,8 +14,9 @@ from movierec.nets.spec import NetSpec
 from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data
 from movierec.train.pools import Pools
+from movierec.train.row_split import RowSplitModel
 from movierec.train.rules import UpdateRule
-from movierec.train.steps import RowSplitModel, TrainLoop
+from movierec.train.steps import TrainLoop
 
 N_USERS, N_MOVIES, BATCH, STEPS = 40, 30, 16, 6
 

@@ -10,9 +10,10 @@ from movierec.data.preprocess import prepare
 from movierec.evaluate.metrics import mse
 from movierec.nets.keras_model import build_model, predict
 from movierec.nets.spec import NetSpec
+from movierec.train.row_split import RowSplitModel
 from movierec.train.rules import UpdateRule
 from movierec.train.scores import HISTORY_COLUMNS, VAL_COLUMNS
-from movierec.train.steps import RowSplitModel, TrainLoop
+from movierec.train.steps import TrainLoop
 from movierec.train.training import (
     split_validation,
     train,

@@ -111,7 +111,7 @@ class HostSteps:
         users, movies = np.asarray(users), np.asarray(movies)
         draws = self.pools.draws(self.step + 1, n_steps)
         total = 0.0
-        for i in range(n_steps):  # under TrainLoop.blas_limit
+        for i in range(n_steps):  # under TrainLoop.kernel_context
             start = (first_step + i) * batch_size
             self.step += 1
             total += self._step(users[start:start + batch_size],

@@ -110,7 +110,7 @@ class SoftmaxSteps:
         if fn is None:
             fn = self._pooled_loss_fns[id(pools)] = tf.function(
                 lambda u, m, i: self._pooled_terms(u, m, i, pools))
-        with self.blas_limit():
+        with self.kernel_context():
             total = sum(float(fn(users[s:s + self.batch_size], movies[s:s + self.batch_size],
                                  tf.constant(s // self.batch_size, tf.int64)))
                         for s in range(0, n, self.batch_size))

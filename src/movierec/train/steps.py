@@ -35,62 +35,21 @@ import contextlib
 import math
 from collections.abc import Callable
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from movierec.nets.denormals import flush_denormals
 from movierec.nets.fused import FusedNet, dropout_keep
-from movierec.nets.keras_model import PREDICT_BATCH_SIZE, dense_of, tables_of
+from movierec.nets.keras_model import PREDICT_BATCH_SIZE
 from movierec.nets.pooled import PooledNet
 from movierec.nets.softmax_kernel import one_blas_thread
-from movierec.nets.spec import USER, NetSpec
 from movierec.train.host_steps import HostSteps, runs_on_host
 from movierec.train.pools import Pools
+from movierec.train.row_split import RowSplitModel
 from movierec.train.rules import UpdateRule
 from movierec.train.softmax_steps import SoftmaxSteps
 
 NONE = tf.VariableAggregation.NONE  # each replica updates its own copy
-
-
-def _tf_variable(variable: keras.Variable) -> tf.Variable:
-    value = variable.value  # the TensorFlow variable behind a float32 Keras variable
-    if not isinstance(value, tf.Variable):
-        raise TypeError(f"expected a TensorFlow-backed Keras variable, received {type(value)}")
-    return value
-
-
-class RowSplitModel:
-    """A Keras model built from ``spec`` (``keras_model.build_model``), split at its
-    embedding lookups: ``lookup`` gathers the rows of each of ``spec.tables`` for a batch of
-    ids and ``head`` runs the model's own remaining layers on them."""
-
-    def __init__(self, model: keras.Model, spec: NetSpec):
-        self.model, self.spec = model, spec
-        layers = [model.get_layer(t.name) for t in spec.tables]
-        self.feeds = [0 if t.reads == USER else 1 for t in spec.tables]  # the model's inputs
-        self.tail = keras.Model([layer.output for layer in layers], model.output,
-                                name=f"{model.name}_after_lookups")
-        self.tables = [_tf_variable(v) for v in tables_of(model, spec)]
-        self.dense = [_tf_variable(v) for v in dense_of(model, spec)]
-        # Which of them are Dense kernels, the weights an L2 "kernel regulariser" penalises.
-        self.is_kernel = [name.endswith("/kernel") for name, _ in spec.dense]
-
-    def lookup(self, ids: list[tf.Tensor]) -> list[tf.Tensor]:
-        """Each table's rows (b, K) for a batch of input ids (one (b,) tensor per model input).
-
-        ``tf.gather`` on the variable itself reads only the batch's rows; reading a table
-        whole, as Keras' ``Embedding`` does, would copy it once rows have been updated in place.
-        """
-        return [tf.gather(table, ids[f]) for table, f in zip(self.tables, self.feeds,
-                                                              strict=True)]
-
-    def head(self, rows: list[tf.Tensor], training: bool) -> tf.Tensor:
-        """Predictions (b,) from the gathered rows: the model's layers after the lookups."""
-        return tf.reshape(self.tail([r[:, None, :] for r in rows], training=training), [-1])
-
-    def forward(self, ids: list[tf.Tensor], training: bool) -> tf.Tensor:
-        """Predictions (b,) for a batch of input ids."""
-        return self.head(self.lookup(ids), training)
 
 
 class NonFiniteLoss(ArithmeticError):
@@ -198,7 +157,7 @@ class TrainLoop(SoftmaxSteps):
         """Runs batches first_step .. first_step + n_steps - 1; returns the sum of their
         per-example losses (squared errors for the rating objective). ``negatives``: bpr's
         negative movie per triple (empty for the other objectives)."""
-        with self.blas_limit():
+        with self.kernel_context():
             if self.host is not None:
                 return self.host.run_steps(users, movies, int(first_step), int(n_steps),
                                            self.batch_size)
@@ -207,12 +166,15 @@ class TrainLoop(SoftmaxSteps):
             return self._run_steps_fn(users, movies, y, negatives, first_step, n_steps,
                                       self._powers)
 
-    def blas_limit(self):
+    def kernel_context(self) -> contextlib.AbstractContextManager:
         """With the fused kernel, a context in which BLAS runs on the calling thread alone
-        (``softmax_kernel.one_blas_thread``), entered once per call rather than per step."""
-        if self.pooled is None or self.pooled.kernel != "numba":
-            return contextlib.nullcontext()
-        return one_blas_thread
+        (``softmax_kernel.one_blas_thread``) and denormals are flushed to zero
+        (``nets.denormals``), entered once per call rather than per step."""
+        stack = contextlib.ExitStack()
+        if self.pooled is not None and self.pooled.kernel == "numba":
+            stack.enter_context(one_blas_thread)
+            stack.enter_context(flush_denormals())
+        return stack
 
     def _reserve_powers(self, n: int) -> None:
         """Makes the lazy closed forms cover k = 0..n-1 untouched steps."""

@@ -34,9 +34,10 @@ from movierec.train.negatives import NegativeSampler
 from movierec.train.objectives import epoch_data
 from movierec.train.pools import Pools
 from movierec.train.progress import Watch
+from movierec.train.row_split import RowSplitModel
 from movierec.train.rules import UpdateRule
 from movierec.train.scores import Scores, ids_of
-from movierec.train.steps import NonFiniteLoss, RowSplitModel, TrainLoop
+from movierec.train.steps import NonFiniteLoss, TrainLoop
 
 
 class DivergedError(MovieRecError):
