@@ -66,3 +66,13 @@ def share_ranked_own_parity_first(loop, n_users: int, n_movies: int) -> float:
     s_own = loop.predict(tf.constant(u), tf.constant(own.astype(np.int32)))
     s_other = loop.predict(tf.constant(u), tf.constant(other.astype(np.int32)))
     return float(np.mean(s_own > s_other))
+
+
+def rated_per_user(n_users: int, n_movies: int, seed: int = 0, per_user: int = 5):
+    """(users, movies): each user rates ``per_user`` distinct movies at random, never the last
+    movie (outside the catalogue, so never in a pool)."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users), per_user).astype(np.int32)
+    movies = np.concatenate([rng.choice(n_movies - 1, per_user, replace=False)
+                             for _ in range(n_users)]).astype(np.int32)
+    return users, movies

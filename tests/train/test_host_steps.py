@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.nets import rated_per_user
 
 from movierec.nets.keras_model import build_model
 from movierec.nets.spec import NetSpec
@@ -29,11 +30,7 @@ ADAM = UpdateRule(optimizer="adam", table_updates="sparse", learning_rate=0.05,
 
 
 def _rated(seed=0, per_user=6):
-    rng = np.random.default_rng(seed)
-    users = np.repeat(np.arange(N_USERS), per_user).astype(np.int32)
-    movies = np.concatenate([rng.choice(N_MOVIES - 1, per_user, replace=False)
-                             for _ in range(N_USERS)]).astype(np.int32)
-    return users, movies
+    return rated_per_user(N_USERS, N_MOVIES, seed, per_user)
 
 
 def _pools(pool: str, users, movies) -> Pools:

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support.nets import planted_parity, share_ranked_own_parity_first
+from support.nets import planted_parity, rated_per_user, share_ranked_own_parity_first
 
 from movierec.core.config import TrainParams
 from movierec.core.errors import ParamsError
@@ -22,12 +22,7 @@ N_USERS, N_MOVIES, BATCH, STEPS = 40, 30, 16, 6
 
 
 def _rated(seed=0, per_user=5):
-    rng = np.random.default_rng(seed)
-    users = np.repeat(np.arange(N_USERS), per_user).astype(np.int32)
-    # movie 29 is never rated: outside the catalogue, never in a pool
-    movies = np.concatenate([rng.choice(N_MOVIES - 1, per_user, replace=False)
-                             for _ in range(N_USERS)]).astype(np.int32)
-    return users, movies
+    return rated_per_user(N_USERS, N_MOVIES, seed, per_user)  # movie 29 is never rated
 
 
 @pytest.mark.parametrize("how", ["uniform", "popularity"])
