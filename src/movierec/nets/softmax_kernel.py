@@ -62,8 +62,10 @@ class RatedPairs:
     n_movies: int
 
     def column_table(self, columns: np.ndarray) -> np.ndarray:
-        """(n_movies,) int32: each movie's column among ``columns`` (movie ids), or -1."""
-        table = np.full(self.n_movies, -1, np.int32)
+        """(n_movies,) int32: each movie's column among ``columns`` (movie ids), or
+        ``len(columns)`` for a movie not among them: a column past the last, which the
+        kernels write to unconditionally rather than test each rating."""
+        table = np.full(self.n_movies, len(columns), np.int32)
         table[columns] = np.arange(len(columns), dtype=np.int32)
         return table
 
@@ -72,10 +74,10 @@ class RatedPairs:
         ratings are read once, in order: the work is the users' ratings, not every pair
         times a search."""
         table = self.column_table(columns)
-        out = np.zeros((len(users), len(columns)), np.bool_)
+        out = np.zeros((len(users), len(columns) + 1), np.bool_)  # and the sink column
         in_row_chunks(threads, _RATED_CHUNKS, self.indptr, self.movies,
                       np.asarray(users, np.int64), table, out)
-        return out
+        return np.ascontiguousarray(out[:, :-1])
 
 
 def prepared(big_u: np.ndarray, big_v: np.ndarray):
@@ -254,14 +256,20 @@ def _exp_nonpositive(x):
     return e if x > EXP_FLOOR else np.float32(0.0)
 
 
+@njit(nogil=True, inline="always")
+def _strike_rated(user, indptr, movies, table, row, value):
+    """row[table[m]] = value for every movie m the user rated, the sink column included.
+    Unsigned indices: numba then emits no check for negative ones, and the loop runs at the
+    speed of reading the ratings."""
+    rated = movies[indptr[user]:indptr[user + 1]]
+    for i in range(rated.shape[0]):
+        row[np.uint32(table[np.uint32(rated[i])])] = value
+
+
 @njit(nogil=True)
 def _rated_rows(r0, r1, indptr, movies, users, table, out):
     for b in range(r0, r1):
-        u = users[b]
-        for i in range(indptr[u], indptr[u + 1]):
-            c = table[movies[i]]
-            if c >= 0:
-                out[b, c] = True
+        _strike_rated(users[b], indptr, movies, table, out[b], True)
 
 
 @njit(fastmath=True, inline="always")
@@ -284,20 +292,17 @@ def _row_logits(b, dot, row_bias, col_bias, u, eu, v_t, ev_t, w2, exact_exp, log
 
 @njit(fastmath=True, inline="always")
 def _row_keep(b, label, pos_col, neg_col, users, indptr, movies, table, hits, keep):
-    """keep[p] = 1 for the pairs of row b that count, 0 for those left out."""
-    n_cols = keep.shape[0]
+    """keep[p] = 1 for the pairs of row b that count, 0 for those left out; keep has one
+    column more than the row, the sink of :meth:`RatedPairs.column_table`."""
+    n_cols = keep.shape[0] - 1
     for p in range(n_cols):
         keep[p] = np.float32(0.0) if neg_col[p] == pos_col[b] else np.float32(1.0)
     if hits.shape[0] > 0:
         for p in range(n_cols):
             if hits[b, p]:
                 keep[p] = np.float32(0.0)
-    else:
-        user = users[b]
-        for i in range(indptr[user], indptr[user + 1]):
-            c = table[movies[i]]
-            if c >= 0:
-                keep[c] = np.float32(0.0)
+    else:  # keep has the sink column
+        _strike_rated(users[b], indptr, movies, table, keep, np.float32(0.0))
     if label[b] >= 0:
         keep[label[b]] = np.float32(1.0)
 
@@ -311,7 +316,7 @@ def _softmax_rows(r0, r1, dot, row_bias, col_bias, own, label, u, eu, v_t, ev_t,
     zero = np.float32(0.0)
     n_cols, n_h = col_bias.shape[0], u.shape[1]
     logits = np.empty(n_cols, np.float32)
-    keep = np.empty(n_cols, np.float32)
+    keep = np.empty(n_cols + 1, np.float32)
     for b in range(r0, r1):
         _row_logits(b, dot[b - r0] if dot.shape[0] > 0 else dot[0:0, 0], row_bias, col_bias,
                     u, eu, v_t, ev_t, w2, exact_exp, logits)
