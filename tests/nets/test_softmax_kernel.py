@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from movierec.nets.scoring import EXP_SAFE
-from movierec.nets.softmax_kernel import RatedPairs, softmax_rows
+from movierec.nets.softmax_kernel import _RATED_CHUNKS, _SOFTMAX_CHUNKS, RatedPairs, softmax_rows
+from movierec.train.host_steps import ADAM_ROWS
 
 B, P, H, K, N_USERS, N_MOVIES = 11, 19, 6, 5, 30, 40
 
@@ -98,3 +99,13 @@ def test_rated_grid_is_every_rated_pair_and_no_other():
     _, users, pairs, col_movies, hits, _ = _case(5, True, True, True)
     np.testing.assert_array_equal(pairs.grid(users, col_movies), hits)
     np.testing.assert_array_equal(pairs.grid(users, col_movies, threads=2), hits)
+
+
+def test_serial_and_parallel_builds_are_cached_apart():
+    # numba's cache keys a function by its name, not by ``parallel``: two builds of one
+    # function would overwrite each other's entry, and a process would load the wrong one.
+    for serial, parallel in (_SOFTMAX_CHUNKS, _RATED_CHUNKS, ADAM_ROWS):
+        assert serial.targetoptions.get("parallel") is None
+        assert parallel.targetoptions["parallel"] is True
+        names = [d._cache._cache_file._index_name for d in (serial, parallel)]
+        assert names[0] != names[1], names

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import threading
+import types as types_module
 from dataclasses import dataclass
 
 import numba
@@ -192,6 +193,7 @@ one_blas_thread = _OneBlasThread()
 # numba's workqueue threading layer (its fallback where neither OpenMP nor TBB is installed)
 # aborts the process on parallel launches from two threads at once, as replicas make.
 _PARALLEL_LAUNCH = threading.Lock()
+_LAUNCHER = threading.local()  # the thread count last set on each calling thread
 
 
 def in_row_chunks(threads: int, kernel, *arrays) -> None:
@@ -202,17 +204,32 @@ def in_row_chunks(threads: int, kernel, *arrays) -> None:
     if threads <= 1:
         serial(*arrays)
         return
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
     with _PARALLEL_LAUNCH:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        # numba's count is per calling thread, and setting it costs more than a small
+        # kernel's launch: set once per thread and count.
+        if getattr(_LAUNCHER, "threads", None) != threads:
+            numba.set_num_threads(threads)
+            _LAUNCHER.threads = threads
         parallel(*arrays)
 
 
+def serial_and_parallel(body, **options):
+    """(serial, parallel) compilations of ``body``, whose loop over its parts is a prange (a
+    plain range when compiled without parallel), both cached on disk. numba's cache keys a
+    function by its qualified name and signature, not by ``parallel``: the parallel one is
+    compiled from a copy of ``body`` under another name, so that each has its own entry."""
+    twin = types_module.FunctionType(body.__code__, body.__globals__, body.__name__ + "_parallel",
+                                     body.__defaults__, body.__closure__)
+    twin.__qualname__ = body.__qualname__ + "_parallel"
+    twin.__module__ = body.__module__
+    return (njit(nogil=True, cache=True, **options)(body),
+            njit(nogil=True, cache=True, parallel=True, **options)(twin))
+
+
 def _chunked(body):
-    """(serial, parallel) compilations of a driver whose loop over the chunks is a prange
-    (a plain range when compiled without parallel). Only the serial one is cached on disk:
-    numba's cache keys a function by its name and signature, not by ``parallel``."""
-    return (njit(fastmath=True, nogil=True, cache=True)(body),
-            njit(fastmath=True, nogil=True, parallel=True)(body))
+    """:func:`serial_and_parallel` for a fused kernel's driver (fastmath)."""
+    return serial_and_parallel(body, fastmath=True)
 
 
 @njit(inline="always")

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from movierec.nets.pooled_host import softmax_pass
-from movierec.nets.softmax_kernel import in_row_chunks
+from movierec.nets.softmax_kernel import in_row_chunks, serial_and_parallel
 from movierec.train.rules import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON
 
 F32 = np.float32
@@ -61,8 +61,8 @@ def _adam_rows(table, m, v, rows, g, alpha):
 
 # Each table's touched rows lie scattered over it (tens of MB at MovieLens-20M scale): the
 # update waits on memory more than it computes, so two threads fetch twice the rows at once.
-# (serial, parallel), as in_row_chunks takes them; only the serial one is cached on disk.
-ADAM_ROWS = (njit(nogil=True, cache=True)(_adam_rows), njit(nogil=True, parallel=True)(_adam_rows))
+# (serial, parallel), as in_row_chunks takes them.
+ADAM_ROWS = serial_and_parallel(_adam_rows)
 adam_flat = njit(nogil=True, cache=True)(_adam)
 
 

@@ -40,6 +40,8 @@ class SoftmaxSteps:
                                                        mine_columns, drawn, log_q, scale)
             grads[0] = tf.math.unsorted_segment_sum(grads[0], user_at[lo:hi],
                                                     tf.size(user_rows))
+        if self.rule.per_rating_l2:
+            self._add_per_rating_l2(grads, distinct, (user_at[lo:hi], mine_columns), scale)
         if self.replicas > 1:  # across replicas, fixed sizes (the most a batch can touch),
             # as the all-reduce needs; the pool's rows are distinct already
             grads = [tf.pad(g, [[0, size - tf.size(d)], [0, 0]])
@@ -64,13 +66,7 @@ class SoftmaxSteps:
         terms, d_user, d_pool, dense_grads = self.pooled.host_pass(
             joined[0], mine_at, joined[1], self.dense, label, mine_columns, col_rows, log_q,
             scale, rated=(mine_users, pools.pairs, pool))
-        grads = [d_user, d_pool]
-        if self.rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
-            factor = 2.0 * self.rule.per_rating_l2 / scale
-            for f, (at, d) in enumerate(zip((mine_at, mine_columns), distinct, strict=True)):
-                count = tf.math.unsorted_segment_sum(tf.ones_like(at, tf.float32), at, tf.size(d))
-                grads[f] += factor * count[:, None] * joined[f]
-        return terms, grads, dense_grads
+        return terms, [d_user, d_pool], dense_grads
 
     def _tf_grads(self, pools: Pools, distinct, mine_users, mine_columns, drawn, log_q, scale):
         """(terms, gradients of each example's user row and of the pool's rows, dense
@@ -92,12 +88,17 @@ class SoftmaxSteps:
                 **self._left_out(pools, mine_users, pool, mine_columns))
         grads = [tf.concat(user_grads, 1) if len(user_grads) > 1 else user_grads[0],
                  tf.concat(pool_grads, 1) if len(pool_grads) > 1 else pool_grads[0]]
-        if self.rule.per_rating_l2:  # each positive's own rows: its user's, and its movie's
-            factor = 2.0 * self.rule.per_rating_l2 / scale
-            grads[0] += factor * joined[0]
-            grads[1] += factor * joined[1] * tf.math.unsorted_segment_sum(
-                tf.ones_like(mine_columns, tf.float32), mine_columns, tf.size(pool))[:, None]
         return terms, grads, dense_grads
+
+    def _add_per_rating_l2(self, grads, distinct, at, scale) -> None:
+        """Adds the per-rating L2 penalty's gradient to those of the distinct user and pool
+        rows: each positive's own rows, its user's and its movie's, once per positive that
+        reads them (``at``: each positive's index among ``distinct``'s user rows and pool)."""
+        factor = 2.0 * self.rule.per_rating_l2 / scale
+        for f, (where, rows) in enumerate(zip(at, distinct, strict=True)):
+            count = tf.math.unsorted_segment_sum(tf.ones_like(where, tf.float32), where,
+                                                 tf.size(rows))
+            grads[f] += factor * count[:, None] * tf.gather(self.tables[f], rows)
 
     def pooled_loss(self, users: tf.Tensor, movies: tf.Tensor, pools: Pools) -> float:
         """The mean softmax loss of positives (users, movies) at the Keras model's weights,
