@@ -45,12 +45,12 @@ def _mxcsr_swap(typingctx, set_bits, value):
     return types.int32(types.int32, types.int32), codegen
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _swap_here(set_bits, value):
     return _mxcsr_swap(set_bits, value)
 
 
-@njit(nogil=True, parallel=True)
+@njit(nogil=True, parallel=True, cache=True)
 def _flush_on_workers(n_threads):
     for _ in prange(n_threads):  # one iteration per thread of numba's pool
         _mxcsr_swap(1, FTZ_DAZ)
